@@ -1,0 +1,245 @@
+//! Normalising an upstream response into the form the cache stores, and the facts about it
+//! that caching policy needs.
+
+use super::{
+    ANCOUNT_AT, ARCOUNT_AT, EDNS_DO, EDNS_EDE, EDNS_UDP_SIZE, HEADER_LEN, Header, NSCOUNT_AT,
+    WalkError, flag, put_u16, put_u32, rcode, read_rr, rtype, skip_name, u32_at, walk_options,
+};
+
+/// What a response is, for caching (RFC 2308 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// NOERROR with at least one answer record.
+    Positive,
+    /// NXDOMAIN. `soa_ttl` is `min(SOA TTL, SOA MINIMUM)` when the authority section has an SOA.
+    NxDomain {
+        soa_ttl: Option<u32>,
+    },
+    /// NOERROR, no answer, SOA in authority (NODATA) or none (referral or bare NODATA).
+    NoData {
+        soa_ttl: Option<u32>,
+    },
+    ServFail,
+    /// Any other rcode (REFUSED, FORMERR, NOTIMP, extended ones).
+    Other(u16),
+}
+
+/// Facts about an upstream response, computed once when it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    pub kind: Kind,
+    /// The full rcode (header bits plus OPT extended bits).
+    pub rcode: u16,
+    pub truncated: bool,
+    /// Minimum TTL over answer and authority records (OPT excluded); `None` when both are empty.
+    pub min_ttl: Option<u32>,
+}
+
+/// Where the mutable parts of a stored response live, so serving needs no parse.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layout {
+    /// End of the question section (offset of the first record).
+    pub question_end: u16,
+    /// Offset of each record's TTL field, OPT excluded.
+    pub ttl_offsets: Vec<u16>,
+    /// Offset of our OPT record, which is always the last record when present.
+    pub opt_offset: Option<u16>,
+}
+
+/// Error from analysing or rewriting a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message truncated inside {0}")]
+    Truncated(&'static str),
+    #[error("bad name: {0}")]
+    BadName(&'static str),
+    #[error("more than one OPT record")]
+    DuplicateOpt,
+    /// Bytes after the last record, or a message longer than 65535 bytes.
+    #[error("trailing bytes after the last record")]
+    Trailing,
+    /// An OPT in the answer or authority section (RFC 6891 §6.1.1 allows it only in additional).
+    #[error("OPT record outside the additional section")]
+    MisplacedOpt,
+}
+
+impl WireError {
+    fn walk(e: WalkError, place: &'static str) -> WireError {
+        match e {
+            WalkError::Truncated => WireError::Truncated(place),
+            WalkError::BadLabel => WireError::BadName("reserved label type"),
+            WalkError::TooLong => WireError::BadName("longer than 255 bytes"),
+        }
+    }
+}
+
+/// RFC 2181 §8: a TTL with the most significant bit set is treated as zero.
+fn sane_ttl(ttl: u32) -> u32 {
+    if ttl & 0x8000_0000 != 0 { 0 } else { ttl }
+}
+
+/// The parts of the upstream's OPT that survive normalisation.
+#[derive(Debug, Clone, Copy)]
+struct UpstreamOpt {
+    /// Upper 8 bits of the extended rcode (RFC 6891 §6.1.3).
+    rcode_high: u8,
+    dnssec_ok: bool,
+    /// Where its RDATA sits in the upstream message.
+    rdata: (usize, usize),
+}
+
+/// Running state of the record walk.
+#[derive(Debug, Default)]
+struct Walk {
+    counts: [u16; 3],
+    min_ttl: Option<u32>,
+    soa_ttl: Option<u32>,
+    opt: Option<UpstreamOpt>,
+}
+
+/// Rewrites an upstream response into the form nodedns stores and serves: everything but its
+/// OPT copied, then our own OPT appended as the last record (UDP size 1232; DO flag and
+/// extended rcode taken from the upstream's OPT; only Extended DNS Error options (code 15)
+/// kept: cookies, ECS and padding are dropped). No OPT is added when upstream sent none.
+/// Writes into `out` (cleared first) and returns its analysis and layout.
+///
+/// Records after the upstream's OPT are dropped (the OPT is almost always last): removing
+/// the OPT from the middle would shift them and break any compression pointer among them.
+/// TTLs with the top bit set are stored as 0 (RFC 2181 §8).
+pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, Layout), WireError> {
+    out.clear();
+    if resp.len() > usize::from(u16::MAX) {
+        return Err(WireError::Trailing);
+    }
+    let header = Header::parse(resp).ok_or(WireError::Truncated("header"))?;
+    let mut at = HEADER_LEN;
+    for _ in 0..header.qdcount {
+        at = skip_name(resp, at).map_err(|e| WireError::walk(e, "question"))? + 4;
+    }
+    if at > resp.len() {
+        return Err(WireError::Truncated("question"));
+    }
+    out.extend_from_slice(&resp[..at]);
+    let mut layout = Layout {
+        // Fits: `at` is within a message of at most 65535 bytes.
+        question_end: u16::try_from(at).map_err(|_| WireError::Trailing)?,
+        ..Layout::default()
+    };
+    let mut walk = Walk::default();
+    let sections = [header.ancount, header.nscount, header.arcount];
+    for (section, &count) in sections.iter().enumerate() {
+        for _ in 0..count {
+            at = walk_record(resp, at, section, &mut walk, out, &mut layout)?;
+        }
+    }
+    if at != resp.len() {
+        return Err(WireError::Trailing);
+    }
+    let mut arcount = walk.counts[2];
+    if let Some(opt) = walk.opt {
+        layout.opt_offset = Some(u16::try_from(out.len()).map_err(|_| WireError::Trailing)?);
+        write_our_opt(resp, opt, out)?;
+        arcount += 1;
+    }
+    put_u16(out, ANCOUNT_AT, walk.counts[0]);
+    put_u16(out, NSCOUNT_AT, walk.counts[1]);
+    put_u16(out, ARCOUNT_AT, arcount);
+    let rcode_high = walk.opt.map_or(0, |o| o.rcode_high);
+    let full_rcode = (u16::from(rcode_high) << 4) | header.rcode();
+    let analysis = Analysis {
+        kind: classify(full_rcode, walk.counts[0], walk.soa_ttl),
+        rcode: full_rcode,
+        truncated: header.flags & flag::TC != 0,
+        min_ttl: walk.min_ttl,
+    };
+    Ok((analysis, layout))
+}
+
+/// Reads one record of `section` (0 answer, 1 authority, 2 additional) at `at`, copies it
+/// into `out` unless it is the OPT or follows it, and returns the offset after it.
+fn walk_record(
+    resp: &[u8],
+    at: usize,
+    section: usize,
+    walk: &mut Walk,
+    out: &mut Vec<u8>,
+    layout: &mut Layout,
+) -> Result<usize, WireError> {
+    let rr = read_rr(resp, at).map_err(|e| WireError::walk(e, "record"))?;
+    if rr.rtype == rtype::OPT {
+        if section != 2 {
+            return Err(WireError::MisplacedOpt);
+        }
+        if walk.opt.is_some() {
+            return Err(WireError::DuplicateOpt);
+        }
+        let [rcode_high, ..] = rr.ttl.to_be_bytes();
+        walk.opt = Some(UpstreamOpt {
+            rcode_high,
+            dnssec_ok: rr.ttl & EDNS_DO != 0,
+            rdata: (rr.rdata, rr.end),
+        });
+        return Ok(rr.end);
+    }
+    if walk.opt.is_some() {
+        return Ok(rr.end);
+    }
+    let ttl = sane_ttl(rr.ttl);
+    let ttl_at = out.len() + (rr.ttl_at - rr.start);
+    out.extend_from_slice(&resp[rr.start..rr.end]);
+    put_u32(out, ttl_at, ttl);
+    layout
+        .ttl_offsets
+        .push(u16::try_from(ttl_at).map_err(|_| WireError::Trailing)?);
+    if let Some(count) = walk.counts.get_mut(section) {
+        *count += 1;
+    }
+    if section < 2 {
+        walk.min_ttl = Some(walk.min_ttl.map_or(ttl, |m| m.min(ttl)));
+    }
+    if section == 1 && rr.rtype == rtype::SOA && walk.soa_ttl.is_none() {
+        // RFC 2308 §5: the negative TTL is the lesser of the SOA's TTL and its MINIMUM,
+        // the last 32-bit field of the RDATA (RFC 1035 §3.3.13).
+        let minimum = rr
+            .end
+            .checked_sub(4)
+            .filter(|&m| m >= rr.rdata + 2)
+            .and_then(|m| u32_at(resp, m))
+            .ok_or(WireError::Truncated("SOA"))?;
+        walk.soa_ttl = Some(ttl.min(sane_ttl(minimum)));
+    }
+    Ok(rr.end)
+}
+
+/// Appends our OPT: upstream's extended rcode and DO, our UDP size, version 0, and only the
+/// upstream's Extended DNS Error options (RFC 8914), which tell the client why it failed.
+fn write_our_opt(resp: &[u8], opt: UpstreamOpt, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let ttl = (u32::from(opt.rcode_high) << 24) | if opt.dnssec_ok { EDNS_DO } else { 0 };
+    out.push(0);
+    out.extend_from_slice(&rtype::OPT.to_be_bytes());
+    out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    let rdata = &resp[opt.rdata.0..opt.rdata.1];
+    walk_options(rdata, |code, bytes| {
+        if code == EDNS_EDE {
+            out.extend_from_slice(bytes);
+        }
+    })
+    .map_err(|e| WireError::walk(e, "OPT option"))?;
+    // The kept options are a subset of an RDATA whose length fitted in 16 bits.
+    let rdlen = u16::try_from(out.len() - rdlen_at - 2).map_err(|_| WireError::Trailing)?;
+    put_u16(out, rdlen_at, rdlen);
+    Ok(())
+}
+
+fn classify(full_rcode: u16, ancount: u16, soa_ttl: Option<u32>) -> Kind {
+    match full_rcode {
+        rcode::NOERROR if ancount > 0 => Kind::Positive,
+        rcode::NOERROR => Kind::NoData { soa_ttl },
+        rcode::NXDOMAIN => Kind::NxDomain { soa_ttl },
+        rcode::SERVFAIL => Kind::ServFail,
+        other => Kind::Other(other),
+    }
+}
