@@ -1,0 +1,287 @@
+//! Configuration: the TOML schema, its defaults, validation and the embedded default.
+//!
+//! This module owns turning a file (or the embedded default) into a validated [`Config`]:
+//! unknown keys are errors, every error names file, line, column, key and reason, and
+//! `resolv_conf` zones are resolved into upstream lists here, with the loop guard. It does not
+//! own reloading or watching files; the runtime does that and calls [`load_file`] again.
+
+mod check;
+mod locate;
+mod raw;
+pub mod resolv;
+mod units;
+mod validate;
+mod zones;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::{format_duration, parse_duration, parse_size, parse_upstream};
+pub use zones::normalize_zone_name;
+
+/// A validated configuration. Every field has its default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: Listen,
+    pub interface: Interface,
+    pub cache: Cache,
+    pub forward: Forward,
+    pub zones: Vec<Zone>,
+    pub admin: Admin,
+    pub log: Log,
+}
+
+/// `[listen]`: where nodedns answers and the limits of its listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    /// UDP and TCP are bound on each (default `["169.254.20.10:53"]`).
+    pub addresses: Vec<SocketAddr>,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Largest UDP reply to an EDNS client (`udp_max_payload`, default 1232).
+    pub udp_max_payload: u16,
+    /// Open client TCP connections at most (default 1000).
+    pub tcp_max_connections: usize,
+    /// A client TCP connection idle this long is closed (default `10s`).
+    pub tcp_idle_timeout: Duration,
+    /// Queries in flight on one client TCP connection at most (default 64).
+    pub tcp_max_pipelined: usize,
+    /// Upstream queries in flight at most, all clients together (default 10000); beyond it a
+    /// miss is answered SERVFAIL and counted.
+    pub max_inflight: usize,
+    /// On SIGTERM/SIGINT, how long in-flight queries may finish (default `5s`).
+    pub drain_timeout: Duration,
+}
+
+/// `[interface]`: the node's link-local interface (Kubernetes node mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interface {
+    /// Create a dummy link carrying the listen IPs (default false).
+    pub manage: bool,
+    /// The link's name, at most 15 bytes (default `nodedns`).
+    pub name: String,
+    /// Add NOTRACK rules for DNS to and from the listen IPs (default false).
+    pub notrack: bool,
+    /// Link, addresses and rules are re-checked this often (default `60s`).
+    pub check_interval: Duration,
+    /// Remove the link on exit (default false: a restarting pod keeps the address).
+    pub teardown_on_exit: bool,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cache {
+    /// Entries at most (default 100000; embedded default 10000).
+    pub capacity: usize,
+    /// Bytes at most, keys and answers together (default `64MiB`).
+    pub max_bytes: u64,
+    pub ttl: CacheTtl,
+    /// Entries are kept this long past expiry for serve-stale (default `1h`; `0s` disables).
+    pub stale_max: Duration,
+    /// A miss on a stale entry waits this long for upstream before serving stale (default `1.8s`).
+    pub stale_client_timeout: Duration,
+    pub prefetch: bool,
+    /// Clients waiting on one in-flight upstream query at most (default 256).
+    pub max_waiters_per_key: usize,
+    /// Warm-restart snapshot file (default none).
+    pub snapshot: Option<PathBuf>,
+}
+
+/// TTL clamps, global in `[cache]` and overridable per zone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheTtl {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub negative_max_ttl: Duration,
+    pub servfail_ttl: Duration,
+}
+
+/// `[forward]`: attempts, timeouts and health, for every zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// Upstream attempts per client query at most (default 3).
+    pub attempts: u32,
+    /// Overall budget for one client query (default `2s`).
+    pub deadline: Duration,
+    /// Adaptive per-attempt timeout is `clamp(4 * SRTT, min, max)` (defaults `50ms`, `1s`),
+    /// starting at `initial_attempt_timeout` (default `500ms`) before any RTT is known.
+    pub min_attempt_timeout: Duration,
+    pub max_attempt_timeout: Duration,
+    pub initial_attempt_timeout: Duration,
+    /// Consecutive failures that mark an upstream down (default 3).
+    pub down_after: u32,
+    /// Probe interval while down, doubling up to the max (defaults `1s`, `30s`).
+    pub probe_interval: Duration,
+    pub probe_max_interval: Duration,
+    /// Idle reused upstream TCP connections are closed after this (default `10s`).
+    pub tcp_idle_timeout: Duration,
+}
+
+/// How a zone reaches its upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP, retried over TCP when the reply is truncated.
+    Udp,
+    /// Always TCP, over reused connections.
+    Tcp,
+}
+
+/// Which upstream a zone tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Sequential,
+    Random,
+    RoundRobin,
+    Fastest,
+}
+
+/// One `[[zones]]` entry, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// Lowercased, fully qualified, with a trailing dot; `"."` is the root.
+    pub name: String,
+    /// The upstreams (from `upstreams`, or read from `resolv_conf`), port defaulting to 53.
+    pub upstreams: Vec<SocketAddr>,
+    /// Where `upstreams` came from, when a resolv.conf (watched for changes at runtime).
+    pub resolv_conf: Option<PathBuf>,
+    pub transport: Transport,
+    pub policy: Policy,
+    /// The global clamps with this zone's `cache = { ... }` overrides applied.
+    pub cache: CacheTtl,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// `/metrics`, `/health`, `/ready`; `None` when `address = ""` (disabled).
+    pub address: Option<SocketAddr>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing-subscriber `EnvFilter` directive (default `info`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Fraction of queries logged, 0.0 to 1.0 (default 0).
+    pub queries: f64,
+}
+
+/// The embedded default, printed by `nodedns print-default-config`: commented TOML that listens on
+/// `127.0.0.1:5353`, takes upstreams from `/etc/resolv.conf`, caches 10k entries and serves
+/// admin on `127.0.0.1:9253`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `zones[1].upstreams`.
+    pub key: String,
+    pub reason: String,
+}
+
+/// Every problem found in a config file (all are reported at once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct ConfigError(pub Vec<Diagnostic>);
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| {
+            let key = if d.key.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", d.key)
+            };
+            format!("{}:{}:{}:{key} {}", d.file, d.line, d.column, d.reason)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads, parses and validates a config file, resolving `resolv_conf` zones.
+///
+/// Relative paths in the file (`resolv_conf`, `cache.snapshot`) are taken from the file's
+/// directory, so a config and the resolv.conf beside it can move together.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![Diagnostic {
+            file: origin.clone(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    parse_str_in(&text, &origin, base_dir)
+}
+
+/// Parses and validates TOML text; `origin` names it in diagnostics. Relative paths in it are
+/// taken from the current directory.
+pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    parse_str_in(text, origin, Path::new(""))
+}
+
+/// As [`parse_str`], with relative paths in the text taken from `base_dir`.
+pub fn parse_str_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    let mut diags = locate::Diags::new(origin, text);
+    // Parsed twice: once into a spanned tree that maps an error's offset to its key path,
+    // once into the schema. Config files are small and read rarely.
+    let tree = match toml::de::DeTable::parse(text) {
+        Ok(tree) => tree,
+        Err(error) => {
+            let (partial, _) = toml::de::DeTable::parse_recoverable(text);
+            locate::toml_error(&mut diags, &error, Some(partial.get_ref()));
+            return Err(ConfigError(diags.items));
+        }
+    };
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            locate::toml_error(&mut diags, &error, Some(tree.get_ref()));
+            return Err(ConfigError(diags.items));
+        }
+    };
+    let mut check = check::Check { diags };
+    let config = validate::build(&mut check, &raw, base_dir);
+    let mut items = check.diags.items;
+    match config {
+        Some(config) if items.is_empty() => Ok(config),
+        _ => {
+            if items.is_empty() {
+                items.push(Diagnostic {
+                    file: origin.to_owned(),
+                    line: 1,
+                    column: 1,
+                    key: String::new(),
+                    reason: "invalid configuration".to_owned(),
+                });
+            }
+            // Checks run section by section; report in file order.
+            items.sort_by_key(|d| (d.line, d.column));
+            Err(ConfigError(items))
+        }
+    }
+}
+
+/// The embedded default, parsed.
+pub fn embedded_default() -> Result<Config, ConfigError> {
+    parse_str(DEFAULT_TOML, "<embedded default>")
+}
+
+#[cfg(test)]
+mod tests;

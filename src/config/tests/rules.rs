@@ -1,0 +1,132 @@
+//! Rules checked on small TOML texts: addresses, zone names, TTL overrides, ordering, log.
+#![allow(clippy::unwrap_used)]
+
+use super::super::*;
+use super::{ZONE, addr, errors};
+
+#[test]
+fn loopback_port_zero_listener_forwards_to_loopback_upstream() {
+    let text = format!(
+        "[listen]\naddresses = [\"127.0.0.1:0\"]\n[admin]\naddress = \"127.0.0.1:0\"\n{ZONE}"
+    );
+    let config = parse_str(&text, "t").unwrap();
+    assert_eq!(config.listen.addresses, [addr("127.0.0.1:0")]);
+    assert_eq!(config.zones[0].upstreams, [addr("127.0.0.1:5300")]);
+}
+
+#[test]
+fn empty_admin_address_disables_admin() {
+    let config = parse_str(&format!("[admin]\naddress = \"\"\n{ZONE}"), "t").unwrap();
+    assert_eq!(config.admin.address, None);
+}
+
+#[test]
+fn zone_names_are_lowercased_and_fully_qualified() {
+    let text = "[[zones]]\nname = \"Cluster.Local\"\nupstreams = [\"127.0.0.1:5300\"]\n\
+                [[zones]]\nname = \"10.in-addr.arpa.\"\nupstreams = [\"::1\"]\n";
+    let config = parse_str(text, "t").unwrap();
+    assert_eq!(config.zones[0].name, "cluster.local.");
+    assert_eq!(config.zones[1].name, "10.in-addr.arpa.");
+    assert_eq!(config.zones[1].upstreams, [addr("[::1]:53")]);
+    for bad in ["", "..", "a..b", "a b", "é.example", &"a".repeat(64)] {
+        assert!(normalize_zone_name(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn more_than_sixteen_upstreams_are_refused() {
+    let list: Vec<String> = (1..=17).map(|i| format!("\"127.0.0.{i}\"")).collect();
+    let text = format!(
+        "[[zones]]\nname = \".\"\nupstreams = [{}]\n",
+        list.join(", ")
+    );
+    let diags = errors(&text);
+    assert_eq!(diags[0].key, "zones[0].upstreams");
+    assert!(diags[0].reason.contains("17 upstreams"), "{:?}", diags[0]);
+}
+
+#[test]
+fn resolv_conf_skips_own_listen_address_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.conf"),
+        "nameserver 127.0.0.1\nnameserver ::1\n",
+    )
+    .unwrap();
+    let text = "[listen]\naddresses = [\"127.0.0.1:53\"]\n\
+                [[zones]]\nname = \".\"\nresolv_conf = \"r.conf\"\n";
+    let config = parse_str_in(text, "t", dir.path()).unwrap();
+    assert_eq!(config.zones[0].upstreams, [addr("[::1]:53")]);
+}
+
+#[test]
+fn zone_ttl_overrides_are_checked_like_global_ones() {
+    let text = format!("{ZONE}cache = {{ min_ttl = \"1.5s\", servfail_ttl = \"6m\" }}\n");
+    let keys: Vec<String> = errors(&text).into_iter().map(|d| d.key).collect();
+    assert_eq!(
+        keys,
+        ["zones[0].cache.min_ttl", "zones[0].cache.servfail_ttl"]
+    );
+}
+
+#[test]
+fn attempt_timeouts_must_be_ordered() {
+    let text = format!("[forward]\nmin_attempt_timeout = \"2s\"\n{ZONE}");
+    let d = &errors(&text)[0];
+    assert_eq!((d.line, d.key.as_str()), (2, "forward.min_attempt_timeout"));
+    assert!(
+        d.reason
+            .contains("above forward.initial_attempt_timeout (500ms)"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn log_settings_are_checked() {
+    let text = format!("[log]\nformat = \"xml\"\nlevel = \"info,==\"\nqueries = 1.5\n{ZONE}");
+    let keys: Vec<String> = errors(&text).into_iter().map(|d| d.key).collect();
+    assert_eq!(keys, ["log.format", "log.level", "log.queries"]);
+    let ok = format!("[log]\nlevel = \"nodedns=debug,warn\"\nqueries = 1\n{ZONE}");
+    assert_eq!(parse_str(&ok, "t").unwrap().log.queries, 1.0);
+}
+
+#[test]
+fn wrong_types_and_missing_names_point_at_the_zone() {
+    let d = &errors("[[zones]]\nupstreams = [\"127.0.0.1\"]\n")[0];
+    assert_eq!((d.line, d.key.as_str()), (1, "zones[0]"));
+    assert!(d.reason.contains("missing field `name`"), "{d:?}");
+    let d = &errors(&format!("[cache]\ncapacity = \"lots\"\n{ZONE}"))[0];
+    assert_eq!(
+        (d.line, d.column, d.key.as_str()),
+        (2, 12, "cache.capacity")
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Any text, however broken, gives a config or diagnostics, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_str(&text, "fuzz");
+    }
+
+    /// The embedded default with a byte range cut out or replaced still never panics, and every
+    /// diagnostic points inside the text.
+    #[test]
+    fn damaged_default_never_panics(start in 0usize..4000, len in 0usize..40, with in "[ =\"\\[\\]a-z0-9.,{}\n]{0,4}") {
+        let mut text = DEFAULT_TOML.to_owned();
+        let start = start.min(text.len());
+        let end = (start + len).min(text.len());
+        if text.is_char_boundary(start) && text.is_char_boundary(end) {
+            text.replace_range(start..end, &with);
+        }
+        if let Err(e) = parse_str(&text, "fuzz") {
+            proptest::prop_assert!(!e.0.is_empty());
+            let lines = text.lines().count() + 1;
+            for d in &e.0 {
+                proptest::prop_assert!(d.line >= 1 && d.line <= lines && d.column >= 1, "{d:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! From the file as written ([`RawConfig`]) to a [`Config`]: defaults, units and ranges for
+//! every section but `[[zones]]` (see `zones`), and the checks between sections.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::check::{Check, Field};
+use super::raw::{RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
+use super::units::{parse_listen, parse_with_port};
+use super::zones::{self, TtlFields};
+use super::{Admin, Cache, Config, Forward, Interface, Log, LogFormat};
+
+const SECOND: Duration = Duration::from_secs(1);
+const DEFAULT_LISTEN: &str = "169.254.20.10:53";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9253";
+/// Any `u32`/`usize` count: the check is only that it fits and is at least the minimum.
+const ANY: i64 = i64::MAX;
+
+/// Builds the config, or returns `None` when `check` has recorded problems.
+pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<Config> {
+    let listen = listen(check, raw.listen.as_ref().unwrap_or(&RawListen::default()));
+    let interface = interface(
+        check,
+        raw.interface.as_ref().unwrap_or(&RawInterface::default()),
+    );
+    let no_cache = RawCache::default();
+    let (cache, ttl) = cache(check, raw.cache.as_ref().unwrap_or(&no_cache), base_dir);
+    let forward = forward(
+        check,
+        raw.forward.as_ref().unwrap_or(&RawForward::default()),
+    );
+    let own: &[SocketAddr] = listen.as_ref().map_or(&[], |l| &l.addresses);
+    let zones = zones::zones(check, &raw.zones, own, ttl.as_ref(), base_dir);
+    let admin = admin(
+        check,
+        raw.admin.as_ref().unwrap_or(&RawAdmin::default()),
+        own,
+    );
+    let log = log(check, raw.log.as_ref().unwrap_or(&RawLog::default()));
+    if !check.diags.items.is_empty() {
+        return None;
+    }
+    Some(Config {
+        listen: listen?,
+        interface: interface?,
+        cache: cache?,
+        forward: forward?,
+        zones: zones?,
+        admin: admin?,
+        log: log?,
+    })
+}
+
+fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
+    let addresses = listen_addresses(c, &raw.addresses);
+    let workers = c.count("listen.workers", &raw.workers, 0, (0, 4096));
+    // RFC 6891 §6.2.5: a payload size below 512 is treated as 512.
+    let udp_max_payload = c.count(
+        "listen.udp_max_payload",
+        &raw.udp_max_payload,
+        1232,
+        (512, 65535),
+    );
+    let tcp_max_connections = c.count(
+        "listen.tcp_max_connections",
+        &raw.tcp_max_connections,
+        1000,
+        (1, ANY),
+    );
+    let tcp_idle = c.positive(
+        "listen.tcp_idle_timeout",
+        &raw.tcp_idle_timeout,
+        10 * SECOND,
+    );
+    let pipelined = c.count(
+        "listen.tcp_max_pipelined",
+        &raw.tcp_max_pipelined,
+        64,
+        (1, ANY),
+    );
+    let max_inflight = c.count("listen.max_inflight", &raw.max_inflight, 10_000, (1, ANY));
+    let drain = c.duration("listen.drain_timeout", &raw.drain_timeout, 5 * SECOND);
+    Some(super::Listen {
+        addresses: addresses?,
+        workers: workers?.value,
+        udp_max_payload: udp_max_payload?.value,
+        tcp_max_connections: tcp_max_connections?.value,
+        tcp_idle_timeout: tcp_idle?.value,
+        tcp_max_pipelined: pipelined?.value,
+        max_inflight: max_inflight?.value,
+        drain_timeout: drain?.value,
+    })
+}
+
+fn listen_addresses(
+    c: &mut Check<'_>,
+    raw: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> Option<Vec<SocketAddr>> {
+    const KEY: &str = "listen.addresses";
+    let Some(raw) = raw else {
+        return parse_listen(DEFAULT_LISTEN).ok().map(|a| vec![a]);
+    };
+    if raw.get_ref().is_empty() {
+        c.error(
+            Some(raw.span()),
+            KEY,
+            "at least one listen address is needed",
+        );
+        return None;
+    }
+    let mut addresses = Vec::new();
+    let mut ok = true;
+    for text in raw.get_ref() {
+        match parse_listen(text.get_ref()) {
+            Ok(addr) if addresses.contains(&addr) && addr.port() != 0 => {
+                c.error(Some(text.span()), KEY, format!("{addr} is listed twice"));
+                ok = false;
+            }
+            Ok(addr) => addresses.push(addr),
+            Err(reason) => {
+                c.error(Some(text.span()), KEY, reason);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(addresses)
+}
+
+fn interface(c: &mut Check<'_>, raw: &RawInterface) -> Option<Interface> {
+    let name = c.plain("interface.name", &raw.name, "nodedns".to_owned());
+    let name_ok = valid_interface_name(&name.value);
+    if !name_ok {
+        let reason = format!(
+            "`{}` is not an interface name: 1 to 15 letters, digits, `-`, `_` or `.`",
+            name.value
+        );
+        c.error(name.span.clone(), &name.key, reason);
+    }
+    let check_interval = c.positive("interface.check_interval", &raw.check_interval, 60 * SECOND);
+    Some(Interface {
+        manage: raw.manage.unwrap_or(false),
+        name: name_ok.then_some(name.value)?,
+        notrack: raw.notrack.unwrap_or(false),
+        check_interval: check_interval?.value,
+        teardown_on_exit: raw.teardown_on_exit.unwrap_or(false),
+    })
+}
+
+/// Linux interface names fit `IFNAMSIZ` (16 bytes with the NUL).
+fn valid_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+fn cache(c: &mut Check<'_>, raw: &RawCache, base_dir: &Path) -> (Option<Cache>, Option<TtlFields>) {
+    let capacity = c.count("cache.capacity", &raw.capacity, 100_000, (1, ANY));
+    let max_bytes = c.size("cache.max_bytes", &raw.max_bytes, 64 << 20);
+    if let Some(field) = max_bytes.as_ref().filter(|f| f.value < 4096) {
+        c.error(field.span.clone(), &field.key, "at least 4KiB is needed");
+    }
+    let ttl = zones::global_ttl(c, raw);
+    let stale_max = c.duration("cache.stale_max", &raw.stale_max, 3600 * SECOND);
+    let stale_timeout = c.duration(
+        "cache.stale_client_timeout",
+        &raw.stale_client_timeout,
+        Duration::from_millis(1800),
+    );
+    let waiters = c.count(
+        "cache.max_waiters_per_key",
+        &raw.max_waiters_per_key,
+        256,
+        (1, ANY),
+    );
+    let snapshot = raw.snapshot.as_ref().map(|s| base_dir.join(s.get_ref()));
+    if let Some(s) = raw.snapshot.as_ref().filter(|s| s.get_ref().is_empty()) {
+        c.error(
+            Some(s.span()),
+            "cache.snapshot",
+            "empty path: leave the key out for none",
+        );
+    }
+    let cache = (|| {
+        Some(Cache {
+            capacity: capacity?.value,
+            max_bytes: max_bytes?.value,
+            ttl: ttl.as_ref()?.values(),
+            stale_max: stale_max?.value,
+            stale_client_timeout: stale_timeout?.value,
+            prefetch: raw.prefetch.unwrap_or(true),
+            max_waiters_per_key: waiters?.value,
+            snapshot,
+        })
+    })();
+    (cache, ttl)
+}
+
+fn forward(c: &mut Check<'_>, raw: &RawForward) -> Option<Forward> {
+    let ms = Duration::from_millis;
+    let attempts = c.count("forward.attempts", &raw.attempts, 3, (1, ANY));
+    let deadline = c.positive("forward.deadline", &raw.deadline, 2 * SECOND);
+    let min = c.positive(
+        "forward.min_attempt_timeout",
+        &raw.min_attempt_timeout,
+        ms(50),
+    );
+    let max = c.positive(
+        "forward.max_attempt_timeout",
+        &raw.max_attempt_timeout,
+        SECOND,
+    );
+    let initial = c.positive(
+        "forward.initial_attempt_timeout",
+        &raw.initial_attempt_timeout,
+        ms(500),
+    );
+    let down_after = c.count("forward.down_after", &raw.down_after, 3, (1, ANY));
+    let probe = c.positive("forward.probe_interval", &raw.probe_interval, SECOND);
+    let probe_max = c.positive(
+        "forward.probe_max_interval",
+        &raw.probe_max_interval,
+        30 * SECOND,
+    );
+    let tcp_idle = c.positive(
+        "forward.tcp_idle_timeout",
+        &raw.tcp_idle_timeout,
+        10 * SECOND,
+    );
+    let timeouts_ok = ordered(c, &[&min, &initial, &max]);
+    let probes_ok = ordered(c, &[&probe, &probe_max]);
+    if !(timeouts_ok && probes_ok) {
+        return None;
+    }
+    Some(Forward {
+        attempts: attempts?.value,
+        deadline: deadline?.value,
+        min_attempt_timeout: min?.value,
+        max_attempt_timeout: max?.value,
+        initial_attempt_timeout: initial?.value,
+        down_after: down_after?.value,
+        probe_interval: probe?.value,
+        probe_max_interval: probe_max?.value,
+        tcp_idle_timeout: tcp_idle?.value,
+    })
+}
+
+/// Checks each valid field is not above the next valid one.
+fn ordered(c: &mut Check<'_>, fields: &[&Option<Field<Duration>>]) -> bool {
+    let present: Vec<&Field<Duration>> = fields.iter().filter_map(|f| f.as_ref()).collect();
+    let mut ok = true;
+    for pair in present.windows(2) {
+        ok &= c.not_above(pair[0], pair[1]);
+    }
+    ok
+}
+
+fn admin(c: &mut Check<'_>, raw: &RawAdmin, listen: &[SocketAddr]) -> Option<Admin> {
+    const KEY: &str = "admin.address";
+    let Some(text) = &raw.address else {
+        return Some(Admin {
+            address: parse_with_port(DEFAULT_ADMIN).ok(),
+        });
+    };
+    if text.get_ref().is_empty() {
+        return Some(Admin { address: None });
+    }
+    let address = match parse_with_port(text.get_ref()) {
+        Ok(addr) => addr,
+        Err(reason) => {
+            c.error(Some(text.span()), KEY, reason);
+            return None;
+        }
+    };
+    if address.port() != 0 && listen.contains(&address) {
+        let reason = format!("{address} is also a listen address: DNS over TCP binds it");
+        c.error(Some(text.span()), KEY, reason);
+        return None;
+    }
+    Some(Admin {
+        address: Some(address),
+    })
+}
+
+fn log(c: &mut Check<'_>, raw: &RawLog) -> Option<Log> {
+    let format = c.plain("log.format", &raw.format, "text".to_owned());
+    let format = match format.value.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            let reason = format!("unknown format `{other}`: expected \"text\" or \"json\"");
+            c.error(format.span.clone(), &format.key, reason);
+            None
+        }
+    };
+    let level = c.plain("log.level", &raw.level, "info".to_owned());
+    let level_ok = match tracing_subscriber::EnvFilter::builder().parse(&level.value) {
+        _ if level.value.trim().is_empty() => Err("empty: use e.g. \"info\"".to_owned()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("`{}` is not a log filter: {e}", level.value)),
+    };
+    if let Err(reason) = &level_ok {
+        c.error(level.span.clone(), &level.key, reason.as_str());
+    }
+    let queries = c.plain("log.queries", &raw.queries, 0.0);
+    let queries_ok = (0.0..=1.0).contains(&queries.value);
+    if !queries_ok {
+        let reason = format!("{} is not a fraction from 0 to 1", queries.value);
+        c.error(queries.span.clone(), &queries.key, reason);
+    }
+    Some(Log {
+        format: format?,
+        level: level_ok.ok().map(|()| level.value)?,
+        queries: queries_ok.then_some(queries.value)?,
+    })
+}

@@ -1,0 +1,373 @@
+//! `[[zones]]`: names, upstreams (listed or read from a resolv.conf), the loop guard, and the
+//! TTL clamps each zone inherits from `[cache]` and may override.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::check::{Check, Field};
+use super::raw::{Opt, RawCache, RawZone, Scalar};
+use super::resolv::{self, MAX_UPSTREAMS};
+use super::units::{format_duration, parse_upstream};
+use super::{CacheTtl, Policy, Transport, Zone};
+
+/// RFC 2308 §7.1: a server failure may be cached for at most five minutes.
+const SERVFAIL_TTL_CAP: Duration = Duration::from_secs(300);
+/// RFC 2181 §8: a TTL is at most 2^31 - 1 seconds.
+const TTL_CAP: Duration = Duration::from_secs(i32::MAX as u64);
+
+/// The four TTL clamps, with where each came from.
+#[derive(Debug, Clone)]
+pub struct TtlFields {
+    min: Field<Duration>,
+    max: Field<Duration>,
+    negative: Field<Duration>,
+    servfail: Field<Duration>,
+}
+
+impl TtlFields {
+    pub fn values(&self) -> CacheTtl {
+        CacheTtl {
+            min_ttl: self.min.value,
+            max_ttl: self.max.value,
+            negative_max_ttl: self.negative.value,
+            servfail_ttl: self.servfail.value,
+        }
+    }
+
+    fn inherited(&self) -> TtlFields {
+        TtlFields {
+            min: self.min.inherited(),
+            max: self.max.inherited(),
+            negative: self.negative.inherited(),
+            servfail: self.servfail.inherited(),
+        }
+    }
+
+    fn defaults() -> TtlFields {
+        let default = |key: &str, value| Field {
+            value,
+            span: None,
+            key: format!("cache.{key}"),
+        };
+        TtlFields {
+            min: default("min_ttl", Duration::ZERO),
+            max: default("max_ttl", Duration::from_secs(86_400)),
+            negative: default("negative_max_ttl", Duration::from_secs(3_600)),
+            servfail: default("servfail_ttl", Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The `[cache]` TTL clamps.
+pub fn global_ttl(c: &mut Check<'_>, raw: &RawCache) -> Option<TtlFields> {
+    let raw = [
+        &raw.min_ttl,
+        &raw.max_ttl,
+        &raw.negative_max_ttl,
+        &raw.servfail_ttl,
+    ];
+    ttl_fields(c, "cache", raw, &TtlFields::defaults())
+}
+
+fn ttl_fields(
+    c: &mut Check<'_>,
+    prefix: &str,
+    [min, max, negative, servfail]: [&Opt<Scalar>; 4],
+    base: &TtlFields,
+) -> Option<TtlFields> {
+    let min = ttl(c, &format!("{prefix}.min_ttl"), min, &base.min);
+    let max = ttl(c, &format!("{prefix}.max_ttl"), max, &base.max);
+    let negative = ttl(
+        c,
+        &format!("{prefix}.negative_max_ttl"),
+        negative,
+        &base.negative,
+    );
+    let servfail = ttl(
+        c,
+        &format!("{prefix}.servfail_ttl"),
+        servfail,
+        &base.servfail,
+    )
+    .filter(|field| servfail_within_cap(c, field));
+    let fields = TtlFields {
+        min: min?,
+        max: max?,
+        negative: negative?,
+        servfail: servfail?,
+    };
+    c.not_above(&fields.min, &fields.max).then_some(fields)
+}
+
+fn servfail_within_cap(c: &mut Check<'_>, servfail: &Field<Duration>) -> bool {
+    if servfail.value <= SERVFAIL_TTL_CAP {
+        return true;
+    }
+    let reason = format!(
+        "{} is above 5m: RFC 2308 §7.1 caches a server failure for at most five minutes",
+        format_duration(servfail.value)
+    );
+    c.error(servfail.span.clone(), &servfail.key, reason);
+    false
+}
+
+/// One TTL clamp: whole seconds (DNS TTLs are), at most 2^31 - 1; `base` when not set.
+fn ttl(
+    c: &mut Check<'_>,
+    key: &str,
+    raw: &Opt<Scalar>,
+    base: &Field<Duration>,
+) -> Option<Field<Duration>> {
+    if raw.is_none() {
+        return Some(base.clone());
+    }
+    let field = c.duration(key, raw, base.value)?;
+    let reason = if field.value.subsec_nanos() != 0 {
+        "TTLs are whole seconds"
+    } else if field.value > TTL_CAP {
+        "above the largest TTL, 2^31 - 1 seconds (RFC 2181 §8)"
+    } else {
+        return Some(field);
+    };
+    c.error(field.span, key, reason);
+    None
+}
+
+/// Every `[[zones]]` entry, checked and resolved; at least one is required.
+pub fn zones(
+    c: &mut Check<'_>,
+    raw: &Opt<Vec<Spanned<RawZone>>>,
+    listen: &[SocketAddr],
+    global: Option<&TtlFields>,
+    base_dir: &Path,
+) -> Option<Vec<Zone>> {
+    let Some(list) = raw else {
+        c.error(None, "zones", "at least one [[zones]] entry is needed");
+        return None;
+    };
+    if list.get_ref().is_empty() {
+        c.error(Some(list.span()), "zones", "at least one zone is needed");
+        return None;
+    }
+    let base = global.map_or_else(TtlFields::defaults, TtlFields::inherited);
+    let mut zones = Vec::new();
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
+    let mut ok = true;
+    for (i, raw) in list.get_ref().iter().enumerate() {
+        let ctx = ZoneCtx {
+            key: format!("zones[{i}]"),
+            listen,
+            base: &base,
+            base_dir,
+        };
+        let name = zone_name(c, &ctx, &raw.get_ref().name, &seen);
+        if let Some(name) = &name {
+            seen.push((name.clone(), raw.get_ref().name.span()));
+        }
+        match (name, zone(c, &ctx, raw)) {
+            (Some(name), Some(zone)) => zones.push(Zone { name, ..zone }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(zones)
+}
+
+struct ZoneCtx<'a> {
+    key: String,
+    listen: &'a [SocketAddr],
+    base: &'a TtlFields,
+    base_dir: &'a Path,
+}
+
+fn zone_name(
+    c: &mut Check<'_>,
+    ctx: &ZoneCtx<'_>,
+    raw: &Spanned<String>,
+    seen: &[(String, Range<usize>)],
+) -> Option<String> {
+    let key = format!("{}.name", ctx.key);
+    let name = match normalize_zone_name(raw.get_ref()) {
+        Ok(name) => name,
+        Err(reason) => {
+            c.error(Some(raw.span()), &key, reason);
+            return None;
+        }
+    };
+    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+        let line = c.diags.line_of(first.start);
+        c.error(
+            Some(raw.span()),
+            &key,
+            format!("zone `{name}` is already defined at line {line}"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// Lowercases a zone name and makes it fully qualified (`"Cluster.Local"` -> `"cluster.local."`).
+pub fn normalize_zone_name(name: &str) -> Result<String, String> {
+    if name == "." {
+        return Ok(".".to_owned());
+    }
+    let relative = name.strip_suffix('.').unwrap_or(name);
+    if relative.is_empty() {
+        return Err("empty zone name: use \".\" for the root".to_owned());
+    }
+    // RFC 1035 §2.3.4: 255 octets on the wire, i.e. 253 characters without the final dot.
+    if relative.len() > 253 {
+        return Err(format!("`{name}` is longer than 253 characters"));
+    }
+    for label in relative.split('.') {
+        let reason = if label.is_empty() {
+            "has an empty label"
+        } else if label.len() > 63 {
+            "has a label longer than 63 characters (RFC 1035 §2.3.4)"
+        } else if !label
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
+        {
+            "may hold only letters, digits, `-` and `_` (write IDNs as xn--)"
+        } else {
+            continue;
+        };
+        return Err(format!("`{name}` {reason}"));
+    }
+    Ok(format!("{}.", relative.to_ascii_lowercase()))
+}
+
+/// Everything of a zone but its name (left empty for the caller).
+fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<Zone> {
+    let z = raw.get_ref();
+    let (upstreams, resolv_conf) = match (&z.upstreams, &z.resolv_conf) {
+        (Some(_), Some(path)) => {
+            let reason = "set either `upstreams` or `resolv_conf`, not both";
+            c.error(
+                Some(path.span()),
+                &format!("{}.resolv_conf", ctx.key),
+                reason,
+            );
+            (None, None)
+        }
+        (Some(list), None) => (upstream_list(c, ctx, list), None),
+        (None, Some(path)) => {
+            let path_buf = ctx.base_dir.join(path.get_ref());
+            (from_resolv_conf(c, ctx, path, &path_buf), Some(path_buf))
+        }
+        (None, None) => {
+            let reason = "needs `upstreams` (addresses) or `resolv_conf` (a file listing them)";
+            c.error(Some(raw.span()), &ctx.key, reason);
+            (None, None)
+        }
+    };
+    let transport = choice(
+        c,
+        &format!("{}.transport", ctx.key),
+        &z.transport,
+        TRANSPORTS,
+    );
+    let policy = choice(c, &format!("{}.policy", ctx.key), &z.policy, POLICIES);
+    let prefix = format!("{}.cache", ctx.key);
+    let ttl = match &z.cache {
+        Some(t) => {
+            let raw = [&t.min_ttl, &t.max_ttl, &t.negative_max_ttl, &t.servfail_ttl];
+            ttl_fields(c, &prefix, raw, ctx.base)
+        }
+        None => Some(ctx.base.clone()),
+    };
+    Some(Zone {
+        name: String::new(),
+        upstreams: upstreams?,
+        resolv_conf,
+        transport: transport?,
+        policy: policy?,
+        cache: ttl?.values(),
+    })
+}
+
+fn upstream_list(
+    c: &mut Check<'_>,
+    ctx: &ZoneCtx<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+) -> Option<Vec<SocketAddr>> {
+    let key = format!("{}.upstreams", ctx.key);
+    let count = list.get_ref().len();
+    if count == 0 || count > MAX_UPSTREAMS {
+        let reason = format!("{count} upstreams: give 1 to {MAX_UPSTREAMS}");
+        c.error(Some(list.span()), &key, reason);
+        return None;
+    }
+    let mut upstreams = Vec::new();
+    let mut ok = true;
+    for text in list.get_ref() {
+        let reason = match parse_upstream(text.get_ref()) {
+            Err(reason) => reason,
+            Ok(addr) if ctx.listen.contains(&addr) => {
+                format!("{addr} is nodedns's own listen address: forwarding loop")
+            }
+            Ok(addr) if upstreams.contains(&addr) => format!("{addr} is listed twice"),
+            Ok(addr) => {
+                upstreams.push(addr);
+                continue;
+            }
+        };
+        c.error(Some(text.span()), &key, reason);
+        ok = false;
+    }
+    ok.then_some(upstreams)
+}
+
+fn from_resolv_conf(
+    c: &mut Check<'_>,
+    ctx: &ZoneCtx<'_>,
+    raw: &Spanned<String>,
+    path: &Path,
+) -> Option<Vec<SocketAddr>> {
+    let key = format!("{}.resolv_conf", ctx.key);
+    if raw.get_ref().is_empty() {
+        c.error(Some(raw.span()), &key, "empty path");
+        return None;
+    }
+    match resolv::upstreams_from_file(path, ctx.listen) {
+        Ok(found) => Some(found.upstreams),
+        Err(reason) => {
+            c.error(Some(raw.span()), &key, reason);
+            None
+        }
+    }
+}
+
+const TRANSPORTS: &[(&str, Transport)] = &[("udp", Transport::Udp), ("tcp", Transport::Tcp)];
+const POLICIES: &[(&str, Policy)] = &[
+    ("sequential", Policy::Sequential),
+    ("random", Policy::Random),
+    ("round_robin", Policy::RoundRobin),
+    ("fastest", Policy::Fastest),
+];
+
+/// One of a fixed set of words; the first is the default.
+fn choice<T: Copy>(
+    c: &mut Check<'_>,
+    key: &str,
+    raw: &Opt<String>,
+    words: &[(&str, T)],
+) -> Option<T> {
+    let Some(raw) = raw else {
+        return words.first().map(|(_, v)| *v);
+    };
+    if let Some((_, v)) = words.iter().find(|(w, _)| w == raw.get_ref()) {
+        return Some(*v);
+    }
+    let expected: Vec<String> = words.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+    let reason = format!(
+        "unknown value `{}`: expected {}",
+        raw.get_ref(),
+        expected.join(", ")
+    );
+    c.error(Some(raw.span()), key, reason);
+    None
+}
