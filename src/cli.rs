@@ -1,0 +1,111 @@
+//! The command line: `nodedns [--config PATH]`, `nodedns check-config PATH`,
+//! `nodedns print-default-config`.
+//!
+//! This module owns argument parsing, exit codes and the tracing subscriber. Running the
+//! daemon is [`crate::app`]'s job.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Config, LogFormat};
+
+/// Exit code for a configuration file that does not validate (BSD `EX_USAGE`, as hickory-dns
+/// and many daemons use for bad input).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "nodedns", version, about = "Node-level DNS caching forwarder")]
+struct Cli {
+    /// Config file (TOML). Without it, the embedded default runs: 127.0.0.1:5353, upstreams
+    /// from /etc/resolv.conf.
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate a config file without binding anything; exit 0 or 64 with file:line:col.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// Print the embedded default config (commented TOML).
+    PrintDefaultConfig,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::PrintDefaultConfig => {
+            print!("{}", config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Run => run(cli.config),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(cfg) => {
+            let zones: Vec<&str> = cfg.zones.iter().map(|z| z.name.as_str()).collect();
+            println!(
+                "{}: ok ({} listen address(es), zones: {})",
+                path.display(),
+                cfg.listen.addresses.len(),
+                zones.join(" ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let loaded = match &path {
+        Some(p) => config::load_file(p),
+        None => config::embedded_default(),
+    };
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_tracing(&cfg);
+    match crate::app::run_blocking(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nodedns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up logging: `RUST_LOG` wins over `[log] level`, so an operator can raise verbosity
+/// for one run without editing the ConfigMap.
+fn init_tracing(cfg: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,166 @@
+//! Forwarding a miss to a zone's upstreams, with failover.
+//!
+//! This module owns the failover loop ([`Forwarder::forward`]): the order of upstreams from
+//! the zone's policy, an adaptive timeout per attempt, at most `attempts` attempts inside an
+//! overall deadline, the next upstream on timeout, network error, REFUSED, FORMERR or NOTIMP,
+//! and once more on SERVFAIL. Upstream health, the UDP exchange and the TCP connections live
+//! in the submodules. It does not own caching or the client side.
+
+mod failover;
+pub mod policy;
+pub mod tcp;
+pub mod udp;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use crate::config::{self, Policy, Transport};
+use crate::stats::{Stats, inc};
+
+pub use upstream::{ErrorKind, Upstream};
+
+/// Failover and health settings (from `[forward]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub attempts: u32,
+    pub deadline: Duration,
+    pub min_attempt_timeout: Duration,
+    pub max_attempt_timeout: Duration,
+    pub initial_attempt_timeout: Duration,
+    pub down_after: u32,
+    pub probe_interval: Duration,
+    pub probe_max_interval: Duration,
+    pub tcp_idle_timeout: Duration,
+}
+
+impl From<&config::Forward> for Settings {
+    fn from(f: &config::Forward) -> Settings {
+        Settings {
+            attempts: f.attempts,
+            deadline: f.deadline,
+            min_attempt_timeout: f.min_attempt_timeout,
+            max_attempt_timeout: f.max_attempt_timeout,
+            initial_attempt_timeout: f.initial_attempt_timeout,
+            down_after: f.down_after,
+            probe_interval: f.probe_interval,
+            probe_max_interval: f.probe_max_interval,
+            tcp_idle_timeout: f.tcp_idle_timeout,
+        }
+    }
+}
+
+/// Why one exchange with one upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("timeout")]
+    Timeout,
+    #[error("network error: {0}")]
+    Network(#[from] std::io::Error),
+}
+
+/// Why a query could not be forwarded at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no upstream answered within {attempts} attempts")]
+    Exhausted { attempts: u32 },
+}
+
+/// A zone's upstreams and how to use them.
+pub struct ZoneUpstreams {
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub policy: Policy,
+    next: AtomicUsize,
+}
+
+impl ZoneUpstreams {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, policy: Policy) -> ZoneUpstreams {
+        ZoneUpstreams {
+            upstreams,
+            policy,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Upstreams shared by address and transport, so that two zones naming the same resolver
+/// share its health state and TCP connection.
+pub struct UpstreamSet {
+    settings: Arc<Settings>,
+    stats: Arc<Stats>,
+    by_addr: HashMap<(SocketAddr, Transport), Arc<Upstream>>,
+}
+
+impl UpstreamSet {
+    pub fn new(settings: Settings, stats: Arc<Stats>) -> UpstreamSet {
+        UpstreamSet {
+            settings: Arc::new(settings),
+            stats,
+            by_addr: HashMap::new(),
+        }
+    }
+
+    /// The zone's upstreams, created on first use.
+    pub fn zone(&mut self, zone: &config::Zone) -> ZoneUpstreams {
+        let list = zone
+            .upstreams
+            .iter()
+            .map(|&addr| {
+                self.by_addr
+                    .entry((addr, zone.transport))
+                    .or_insert_with(|| {
+                        Arc::new(Upstream::new(
+                            addr,
+                            zone.transport,
+                            self.settings.clone(),
+                            self.stats.clone(),
+                        ))
+                    })
+                    .clone()
+            })
+            .collect();
+        ZoneUpstreams::new(list, zone.policy)
+    }
+
+    /// Every distinct upstream, for metrics.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.by_addr.values()
+    }
+}
+
+/// The failover loop.
+pub struct Forwarder {
+    settings: Settings,
+    stats: Arc<Stats>,
+}
+
+/// A reply from an upstream, checked against the query.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub reply: Vec<u8>,
+    pub upstream: SocketAddr,
+}
+
+impl Forwarder {
+    pub fn new(settings: Settings, stats: Arc<Stats>) -> Forwarder {
+        Forwarder { settings, stats }
+    }
+
+    /// Sends `query` (as built by [`wire::build_upstream_query`]) to the zone's upstreams
+    /// until one answers usefully, the attempts are used up or the deadline passes. See
+    /// [`failover`] for the rules.
+    pub async fn forward(
+        &self,
+        zone: &ZoneUpstreams,
+        query: &[u8],
+    ) -> Result<Forwarded, ForwardError> {
+        let order = policy::order(zone.policy, &zone.upstreams, &zone.next);
+        if order.first().is_some_and(|u| !u.is_up()) {
+            inc(&self.stats.all_upstreams_down);
+        }
+        failover::run(&order, query, &self.settings, &self.stats).await
+    }
+}

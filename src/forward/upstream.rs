@@ -1,0 +1,225 @@
+//! One upstream resolver: its address, smoothed RTT, health state and counters.
+//!
+//! Health is passive: consecutive failures (timeout, network error, REFUSED, FORMERR, NOTIMP)
+//! mark an upstream down after `down_after` of them. While down, one probe task at a time
+//! asks it `. NS` on a backing-off interval and marks it up on a usable answer. SERVFAIL
+//! does not count: broken domains legitimately SERVFAIL, and a healthy resolver must not be
+//! taken out of service for them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::config::Transport;
+use crate::stats::Stats;
+use crate::wire;
+
+use super::{ExchangeError, Settings, tcp::TcpPool, udp};
+
+/// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Timeout,
+    Network,
+    /// REFUSED, FORMERR or NOTIMP: the upstream will not answer this.
+    Rcode,
+    ServFail,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Timeout,
+        ErrorKind::Network,
+        ErrorKind::Rcode,
+        ErrorKind::ServFail,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Network => "network",
+            ErrorKind::Rcode => "refused",
+            ErrorKind::ServFail => "servfail",
+        }
+    }
+}
+
+/// Counters of one upstream.
+#[derive(Debug, Default)]
+pub struct UpstreamCounters {
+    pub requests_udp: AtomicU64,
+    pub requests_tcp: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+}
+
+impl UpstreamCounters {
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    srtt: Option<Duration>,
+    failures: u32,
+    down: bool,
+}
+
+/// One upstream, shared by every zone that names the same address and transport.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub counters: UpstreamCounters,
+    health: Mutex<Health>,
+    pub(super) tcp: TcpPool,
+    settings: Arc<Settings>,
+    stats: Arc<Stats>,
+}
+
+impl Upstream {
+    pub fn new(
+        addr: SocketAddr,
+        transport: Transport,
+        settings: Arc<Settings>,
+        stats: Arc<Stats>,
+    ) -> Upstream {
+        Upstream {
+            addr,
+            transport,
+            counters: UpstreamCounters::default(),
+            health: Mutex::new(Health::default()),
+            tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
+            settings,
+            stats,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        !self.health.lock().down
+    }
+
+    /// Smoothed RTT, when any reply has been seen.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.health.lock().srtt
+    }
+
+    /// `clamp(4 * SRTT, min, max)`, or the initial timeout before any RTT is known.
+    pub fn attempt_timeout(&self) -> Duration {
+        let s = &self.settings;
+        match self.srtt() {
+            Some(srtt) => (srtt * 4).clamp(s.min_attempt_timeout, s.max_attempt_timeout),
+            None => s.initial_attempt_timeout,
+        }
+    }
+
+    /// Records a usable answer after `rtt`.
+    pub fn success(&self, rtt: Duration) {
+        let mut h = self.health.lock();
+        // EWMA with gain 1/8, as TCP's SRTT (RFC 6298 §2).
+        h.srtt = Some(match h.srtt {
+            Some(srtt) => (srtt * 7 + rtt) / 8,
+            None => rtt,
+        });
+        h.failures = 0;
+    }
+
+    /// Records a failed attempt; the `down_after`-th in a row marks the upstream down and
+    /// starts its probe.
+    pub fn failure(self: &Arc<Self>, kind: ErrorKind) {
+        self.counters.error(kind);
+        if kind == ErrorKind::ServFail {
+            return;
+        }
+        let mut h = self.health.lock();
+        h.failures = h.failures.saturating_add(1);
+        if h.down || h.failures < self.settings.down_after {
+            return;
+        }
+        h.down = true;
+        drop(h);
+        tracing::warn!(upstream = %self.addr, "upstream marked down after {} consecutive failures", self.settings.down_after);
+        tokio::spawn(probe(Arc::downgrade(self)));
+    }
+
+    fn mark_up(&self) {
+        let mut h = self.health.lock();
+        h.down = false;
+        h.failures = 0;
+        drop(h);
+        tracing::info!(upstream = %self.addr, "upstream marked up: probe answered");
+    }
+
+    /// One exchange on this upstream's transport, retrying a truncated UDP reply over TCP.
+    pub async fn exchange(
+        &self,
+        query: &mut [u8],
+        limit: Duration,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        if self.transport == Transport::Tcp {
+            self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
+            return self.tcp.exchange(query, limit).await;
+        }
+        let id: u16 = rand::random();
+        query[..2].copy_from_slice(&id.to_be_bytes());
+        self.counters.requests_udp.fetch_add(1, Ordering::Relaxed);
+        let reply = udp::exchange(self.addr, query, limit, &self.stats).await?;
+        if !wire::Header::parse(&reply).is_some_and(|h| h.tc()) {
+            return Ok(reply);
+        }
+        // A truncated reply is never cached or served: ask the same upstream over TCP
+        // (RFC 7766 §5) within what is left of this attempt.
+        self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.tcp.exchange(query, left).await
+    }
+}
+
+/// Asks a down upstream `. NS` until it answers usefully, backing off from `probe_interval`
+/// to `probe_max_interval`. Ends when the upstream is up again or has been dropped (a reload
+/// removed it).
+async fn probe(upstream: Weak<Upstream>) {
+    let Some(first) = upstream.upgrade() else {
+        return;
+    };
+    let (mut interval, max) = (
+        first.settings.probe_interval,
+        first.settings.probe_max_interval,
+    );
+    drop(first);
+    let mut query = probe_query();
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(up) = upstream.upgrade() else { return };
+        let limit = up.settings.max_attempt_timeout;
+        let started = tokio::time::Instant::now();
+        if let Ok(reply) = up.exchange(&mut query, limit).await {
+            let rcode = wire::Header::parse(&reply).map(|h| h.rcode());
+            if !matches!(
+                rcode,
+                None | Some(wire::rcode::SERVFAIL | wire::rcode::REFUSED)
+            ) {
+                up.success(started.elapsed());
+                up.mark_up();
+                return;
+            }
+        }
+        interval = (interval * 2).min(max);
+    }
+}
+
+/// `. NS IN` with RD set, in the form every upstream query has (our OPT).
+fn probe_query() -> Vec<u8> {
+    const PROBE: [u8; 17] = [0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+    let mut out = Vec::new();
+    if let Ok(q) = wire::parse_query(&PROBE) {
+        wire::build_upstream_query(&q, 0, &mut out);
+    }
+    out
+}

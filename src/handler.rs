@@ -1,0 +1,371 @@
+//! The life of one query, from the bytes a client sent to the bytes it gets back.
+//!
+//! [`Handler::fast`] runs inline on the listener for every packet: it parses, answers
+//! malformed queries, and serves fresh cache hits without allocating or awaiting. What it
+//! cannot answer goes to [`Handler::slow`]: route to a zone, coalesce identical misses,
+//! forward with failover, cache, and fall back to a stale answer (RFC 8767) or SERVFAIL.
+//! Listeners own sockets and framing; this module owns the decisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::cache::{self, Cache, EntryKind, Lookup, TtlPolicy};
+use crate::coalesce::{Coalescer, Completion, Join};
+use crate::config::{self, Config};
+use crate::forward::{Forwarder, Settings, UpstreamSet, ZoneUpstreams};
+use crate::stats::{DropReason, Stats, inc};
+use crate::wire::{self, Query, TtlRewrite};
+use crate::zones::ZoneTable;
+
+/// The transport a query arrived on; it sets the reply size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+/// What [`Handler::fast`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// The reply is in `out`: send it.
+    Reply,
+    /// Send nothing (counted).
+    Drop,
+    /// Needs upstream work: pass the packet to [`Handler::slow`].
+    Slow,
+}
+
+/// Largest reply over TCP: the 2-byte frame length.
+const TCP_MAX: usize = 65535;
+
+/// A zone, ready to forward.
+struct Zone {
+    upstreams: ZoneUpstreams,
+    ttl: TtlPolicy,
+}
+
+/// What a flight to upstream produced, shared by every waiter.
+enum Outcome {
+    Answer {
+        response: Vec<u8>,
+        layout: wire::Layout,
+        /// TTL cap the cache applied, so the first answer agrees with later hits.
+        ttl_cap: u32,
+    },
+    Failed,
+}
+
+/// Everything a query needs: cache, zones, forwarder, coalescer, counters.
+pub struct Handler {
+    cache: Cache,
+    zones: ZoneTable<Arc<Zone>>,
+    forwarder: Forwarder,
+    coalescer: Coalescer<Arc<Outcome>>,
+    upstreams: UpstreamSet,
+    stats: Arc<Stats>,
+    udp_cap: u16,
+    stale_client_timeout: Duration,
+    prefetch: bool,
+}
+
+impl Handler {
+    pub fn new(cfg: &Config, stats: Arc<Stats>) -> Handler {
+        let settings = Settings::from(&cfg.forward);
+        let mut upstreams = UpstreamSet::new(settings.clone(), stats.clone());
+        let mut zones = ZoneTable::new();
+        for z in &cfg.zones {
+            let zone = Zone {
+                upstreams: upstreams.zone(z),
+                ttl: ttl_policy(&z.cache),
+            };
+            zones.insert(&z.name, Arc::new(zone));
+        }
+        Handler {
+            cache: Cache::new(cache::Limits {
+                max_entries: cfg.cache.capacity,
+                max_bytes: usize::try_from(cfg.cache.max_bytes).unwrap_or(usize::MAX),
+                stale_max: cfg.cache.stale_max,
+            }),
+            zones,
+            forwarder: Forwarder::new(settings, stats.clone()),
+            coalescer: Coalescer::new(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key),
+            upstreams,
+            stats,
+            udp_cap: cfg.listen.udp_max_payload,
+            stale_client_timeout: cfg.cache.stale_client_timeout,
+            prefetch: cfg.cache.prefetch,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn upstreams(&self) -> &UpstreamSet {
+        &self.upstreams
+    }
+
+    /// Answers what can be answered without waiting: malformed queries and fresh cache hits.
+    pub fn fast(self: &Arc<Self>, pkt: &[u8], proto: Proto, out: &mut Vec<u8>) -> Fast {
+        inc(match proto {
+            Proto::Udp => &self.stats.requests_udp,
+            Proto::Tcp => &self.stats.requests_tcp,
+        });
+        let q = match wire::parse_query(pkt) {
+            Ok(q) => q,
+            Err(e) => return self.reject(pkt, e, out),
+        };
+        let mut keybuf = [0u8; wire::MAX_KEY];
+        let key = q.cache_key(&mut keybuf);
+        let Lookup::Fresh { entry, age } = self.cache.lookup(key, Instant::now()) else {
+            return Fast::Slow;
+        };
+        self.write(
+            &q,
+            proto,
+            &entry.response,
+            &entry.layout,
+            entry.ttl_rewrite(age),
+            out,
+        );
+        self.count_hit(entry.kind, false);
+        if self.prefetch && entry.record_hit_and_check_prefetch(age) {
+            inc(&self.stats.prefetches);
+            self.refresh(&q);
+        }
+        Fast::Reply
+    }
+
+    /// Answers a query that needs upstream work. `None` means send nothing.
+    pub async fn slow(self: &Arc<Self>, pkt: &[u8], proto: Proto) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let q = match wire::parse_query(pkt) {
+            Ok(q) => q,
+            Err(e) => return (self.reject(pkt, e, &mut out) == Fast::Reply).then_some(out),
+        };
+        let mut keybuf = [0u8; wire::MAX_KEY];
+        let key = q.cache_key(&mut keybuf);
+        let stale = match self.cache.lookup(key, Instant::now()) {
+            // Filled by another flight since the fast path looked.
+            Lookup::Fresh { entry, age } => {
+                self.write(
+                    &q,
+                    proto,
+                    &entry.response,
+                    &entry.layout,
+                    entry.ttl_rewrite(age),
+                    &mut out,
+                );
+                self.count_hit(entry.kind, false);
+                return Some(out);
+            }
+            Lookup::Stale { entry } => Some(entry),
+            Lookup::Miss => {
+                inc(&self.stats.cache_misses);
+                None
+            }
+        };
+        let Some(zone) = self.zones.route(q.qname()) else {
+            wire::error_reply(pkt, wire::rcode::REFUSED, &mut out);
+            self.count_reply(&out);
+            return Some(out);
+        };
+        let outcome = match self.coalescer.join(key) {
+            Join::Leader(done, waiter) => {
+                self.spawn_flight(zone.clone(), &q, key, stale.is_some(), done);
+                Some(waiter)
+            }
+            Join::Follower(waiter) => {
+                inc(&self.stats.coalesced);
+                Some(waiter)
+            }
+            Join::Overloaded => {
+                inc(&self.stats.overload);
+                None
+            }
+        };
+        let outcome = match (outcome, &stale) {
+            (None, _) => None,
+            // With a stale answer in hand, wait for upstream only as long as a client would
+            // (RFC 8767 §5: the client response timer); the flight goes on in the background
+            // and refreshes the cache when it lands.
+            (Some(w), Some(_)) => tokio::time::timeout(self.stale_client_timeout, w.wait())
+                .await
+                .ok()
+                .flatten(),
+            (Some(w), None) => w.wait().await,
+        };
+        match (outcome.as_deref(), stale) {
+            (
+                Some(Outcome::Answer {
+                    response,
+                    layout,
+                    ttl_cap,
+                }),
+                _,
+            ) => {
+                let ttl = TtlRewrite::Aged {
+                    cap: *ttl_cap,
+                    age: 0,
+                };
+                self.write(&q, proto, response, layout, ttl, &mut out);
+            }
+            (_, Some(entry)) => {
+                self.write(
+                    &q,
+                    proto,
+                    &entry.response,
+                    &entry.layout,
+                    entry.stale_ttl_rewrite(),
+                    &mut out,
+                );
+                self.count_hit(entry.kind, true);
+            }
+            (_, None) => {
+                wire::error_reply(pkt, wire::rcode::SERVFAIL, &mut out);
+                self.count_reply(&out);
+            }
+        }
+        Some(out)
+    }
+
+    /// Prefetch: refresh a hot entry before it expires, unless a flight for it is already up.
+    fn refresh(self: &Arc<Self>, q: &Query<'_>) {
+        let Some(zone) = self.zones.route(q.qname()) else {
+            return;
+        };
+        let mut keybuf = [0u8; wire::MAX_KEY];
+        let key = q.cache_key(&mut keybuf);
+        if let Join::Leader(done, _) = self.coalescer.join(key) {
+            self.spawn_flight(zone.clone(), q, key, false, done);
+        }
+    }
+
+    /// Starts the upstream query for a flight in its own task, so that it outlives any one
+    /// client: a client served stale leaves, and the answer still lands in the cache.
+    fn spawn_flight(
+        self: &Arc<Self>,
+        zone: Arc<Zone>,
+        q: &Query<'_>,
+        key: &[u8],
+        have_stale: bool,
+        done: Completion<Arc<Outcome>>,
+    ) {
+        let mut upstream_query = Vec::with_capacity(64);
+        wire::build_upstream_query(q, 0, &mut upstream_query);
+        let key = key.to_vec();
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.stats
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let outcome = this.fly(&zone, &upstream_query, &key, have_stale).await;
+            this.stats
+                .inflight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            done.complete(Arc::new(outcome));
+        });
+    }
+
+    async fn fly(&self, zone: &Zone, query: &[u8], key: &[u8], have_stale: bool) -> Outcome {
+        let Ok(fwd) = self.forwarder.forward(&zone.upstreams, query).await else {
+            return Outcome::Failed;
+        };
+        let mut response = Vec::with_capacity(fwd.reply.len() + 16);
+        let Ok((analysis, layout)) = wire::normalize_response(&fwd.reply, &mut response) else {
+            tracing::debug!(upstream = %fwd.upstream, "unparseable upstream reply");
+            return Outcome::Failed;
+        };
+        // A SERVFAIL must not displace a stale answer that can still serve (RFC 8767 §4).
+        if have_stale && analysis.kind == wire::Kind::ServFail {
+            return Outcome::Failed;
+        }
+        let inserted = self.cache.insert(
+            key,
+            response.clone(),
+            &analysis,
+            layout.clone(),
+            &zone.ttl,
+            Instant::now(),
+        );
+        Outcome::Answer {
+            response,
+            layout,
+            ttl_cap: inserted.map_or(u32::MAX, |e| e.ttl),
+        }
+    }
+
+    fn reject(&self, pkt: &[u8], e: wire::QueryError, out: &mut Vec<u8>) -> Fast {
+        match e {
+            wire::QueryError::TooShort => {
+                self.stats.dropped_one(DropReason::Short);
+                Fast::Drop
+            }
+            wire::QueryError::IsResponse => {
+                self.stats.dropped_one(DropReason::Response);
+                Fast::Drop
+            }
+            wire::QueryError::Reply(rcode) => {
+                if !wire::error_reply(pkt, rcode, out) {
+                    self.stats.dropped_one(DropReason::Short);
+                    return Fast::Drop;
+                }
+                self.count_reply(out);
+                Fast::Reply
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        q: &Query<'_>,
+        proto: Proto,
+        stored: &[u8],
+        layout: &wire::Layout,
+        ttl: TtlRewrite,
+        out: &mut Vec<u8>,
+    ) {
+        let client = wire::Client {
+            id: q.header.id,
+            question: q.question,
+            has_edns: q.edns.is_some(),
+            max_len: match proto {
+                Proto::Udp => q.udp_limit(self.udp_cap),
+                Proto::Tcp => TCP_MAX,
+            },
+        };
+        wire::write_reply(stored, layout, &client, ttl, out);
+        self.count_reply(out);
+    }
+
+    fn count_reply(&self, out: &[u8]) {
+        if let Some(h) = wire::Header::parse(out) {
+            self.stats.response(h.rcode());
+        }
+    }
+
+    fn count_hit(&self, kind: EntryKind, stale: bool) {
+        inc(match (stale, kind) {
+            (true, _) => &self.stats.cache_hits_stale,
+            (false, EntryKind::Success) => &self.stats.cache_hits_success,
+            (false, EntryKind::Denial | EntryKind::ServFail) => &self.stats.cache_hits_denial,
+        });
+    }
+}
+
+/// Whole seconds of a zone's TTL clamps, saturating at `u32::MAX`.
+fn ttl_policy(t: &config::CacheTtl) -> TtlPolicy {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    TtlPolicy {
+        min_ttl: secs(t.min_ttl),
+        max_ttl: secs(t.max_ttl),
+        negative_max_ttl: secs(t.negative_max_ttl),
+        servfail_ttl: secs(t.servfail_ttl),
+    }
+}

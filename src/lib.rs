@@ -1,0 +1,33 @@
+//! nodedns: a node-level DNS caching forwarder for Kubernetes.
+//!
+//! One process per node binds a link-local address (by default `169.254.20.10:53`, UDP and
+//! TCP) and answers pods from a packet cache, forwarding misses per zone to upstream resolvers
+//! that only the node can reach, with failover between them.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`).
+//! - [`app`]: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
+//! - [`config`]: the TOML schema, defaults, validation, the embedded default.
+//! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
+//! - [`handler`]: the life of one query: parse, cache, route, coalesce, forward, reply.
+//! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`.
+//! - [`cache`]: what is cached for how long, and the bounded store under it.
+//! - [`coalesce`]: one upstream query per identical in-flight miss.
+//! - [`zones`]: longest-suffix routing of a qname to a zone's upstreams.
+//! - [`forward`]: the failover loop, upstream health, policies, UDP/TCP exchanges.
+//! - [`stats`]: the counters every part increments, read by metrics and tests.
+//!
+//! `docs/architecture.md` mirrors this list.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod coalesce;
+pub mod config;
+pub mod forward;
+pub mod handler;
+pub mod listener;
+pub mod stats;
+pub mod wire;
+pub mod zones;

@@ -1,0 +1,50 @@
+//! Client-facing sockets: binding, and the UDP and TCP serving loops.
+//!
+//! This module owns how packets get in and out: `SO_REUSEPORT` so several workers (and,
+//! during a rollout, two processes) share one address, `IP_FREEBIND` so an address that is
+//! not configured yet can be bound, and replies sent from the socket the query came in on,
+//! so they always leave from the address the client asked. What to answer is
+//! [`crate::handler`]'s job.
+
+pub mod tcp;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Kernel receive buffer asked for on UDP listeners: a burst of CI pods starting at once
+/// must queue, not drop, while a worker is busy.
+const UDP_RCVBUF: usize = 4 << 20;
+
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+        sock.set_freebind_v6(true)?;
+    } else {
+        sock.set_freebind_v4(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// A UDP socket on `addr` that shares the address with its siblings.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let sock = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = sock.set_recv_buffer_size(UDP_RCVBUF);
+    sock.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(sock.into())
+}
+
+/// A TCP listener on `addr` that shares the address with its siblings.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let sock = socket(addr, Type::STREAM, Protocol::TCP)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    tokio::net::TcpListener::from_std(sock.into())
+}

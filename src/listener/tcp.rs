@@ -1,0 +1,161 @@
+//! The TCP serving loop (RFC 7766): framing, pipelining, limits.
+//!
+//! Each connection reads 2-byte-length frames and answers them as they complete, out of
+//! order when a miss is slower than a later hit (RFC 7766 §6.2.1.1), up to
+//! `tcp_max_pipelined` at once. A frame shorter than a DNS header or longer than any query
+//! can be closes the connection: the stream can no longer be trusted to be in sync. Idle
+//! connections close after `tcp_idle_timeout`; connections beyond `tcp_max_connections`
+//! are closed on accept.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::{Fast, Handler, Proto};
+use crate::stats::DropReason;
+use crate::wire;
+
+/// Largest client frame accepted. A query is one question plus at most an OPT with a few
+/// options (and perhaps a TSIG, which we ignore); nothing legitimate comes near this.
+pub const MAX_QUERY_FRAME: usize = 4096;
+
+/// Limits for client TCP.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_pipelined: usize,
+}
+
+/// Accepts connections on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    limits: Limits,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            handler.stats().dropped_one(DropReason::TcpConnections);
+            continue; // dropping the stream closes it
+        };
+        let (handler, shutdown, tasks2) = (handler.clone(), shutdown.clone(), tasks.clone());
+        tasks.spawn(async move {
+            handler
+                .stats()
+                .tcp_connections
+                .fetch_add(1, Ordering::Relaxed);
+            connection(stream, &handler, limits, shutdown, tasks2).await;
+            handler
+                .stats()
+                .tcp_connections
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    handler: &Arc<Handler>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_pipelined.max(1));
+    let writer = tokio::spawn(write_frames(wr, rx));
+    let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
+    let mut rd = BufReader::new(rd);
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(limits.idle_timeout, read_frame(&mut rd)) => f,
+            _ = shutdown.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(FrameError::Closed)) => break,
+            Ok(Err(FrameError::Bad)) => {
+                handler.stats().dropped_one(DropReason::TcpFrame);
+                break;
+            }
+            // Idle. Answers still owed are sent before the close: the writer runs until the
+            // last task holding a sender is done.
+            Err(_) => break,
+        };
+        match handler.fast(&frame, Proto::Tcp, &mut out) {
+            Fast::Reply => {
+                if tx.send(out.clone()).await.is_err() {
+                    break;
+                }
+            }
+            Fast::Drop => {}
+            Fast::Slow => {
+                // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
+                let Ok(permit) = pipelined.clone().acquire_owned().await else {
+                    break;
+                };
+                let (handler, tx) = (handler.clone(), tx.clone());
+                tasks.spawn(async move {
+                    if let Some(reply) = handler.slow(&frame, Proto::Tcp).await {
+                        let _ = tx.send(reply).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    // The writer ends once every pending answer has been sent and every sender is gone.
+    drop(tx);
+    let _ = writer.await;
+}
+
+enum FrameError {
+    Closed,
+    Bad,
+}
+
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, FrameError> {
+    let len = usize::from(rd.read_u16().await.map_err(|_| FrameError::Closed)?);
+    if !(wire::HEADER_LEN..=MAX_QUERY_FRAME).contains(&len) {
+        return Err(FrameError::Bad);
+    }
+    let mut frame = vec![0u8; len];
+    rd.read_exact(&mut frame)
+        .await
+        .map_err(|_| FrameError::Closed)?;
+    Ok(frame)
+}
+
+async fn write_frames(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut wr = BufWriter::new(wr);
+    while let Some(msg) = rx.recv().await {
+        let Ok(len) = u16::try_from(msg.len()) else {
+            continue;
+        };
+        if wr.write_all(&len.to_be_bytes()).await.is_err() || wr.write_all(&msg).await.is_err() {
+            return;
+        }
+        // Flush when nothing else is queued, so pipelined answers share segments.
+        if rx.is_empty() && wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
