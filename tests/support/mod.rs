@@ -1,0 +1,10 @@
+//! Shared support for the loopback integration tests: a scriptable fake upstream DNS server
+//! (`fake_upstream`), a small DNS client (`client`) and nodedns run in-process (`nodedns`).
+//! Every socket here binds and talks to loopback only.
+//!
+//! Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod client;
+pub mod fake_upstream;
+pub mod nodedns;

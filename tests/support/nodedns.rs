@@ -1,0 +1,83 @@
+//! nodedns in-process for tests: built from a TOML string, bound on 127.0.0.1 port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use nodedns::app::Server;
+use nodedns::handler::Handler;
+use nodedns::stats::Stats;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running nodedns. Dropping it stops the server.
+pub struct Nodedns {
+    pub addr: SocketAddr,
+    pub handler: Arc<Handler>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The config every test starts from: one worker on 127.0.0.1:0, no admin listener, and
+/// `zones` appended (TOML `[[zones]]` tables).
+pub fn config(extra: &str) -> String {
+    format!(
+        "[listen]\naddresses = [\"127.0.0.1:0\"]\nworkers = 1\ndrain_timeout = \"2s\"\n\
+         [admin]\naddress = \"\"\n{extra}\n"
+    )
+}
+
+/// A zone table forwarding `name` to `upstreams`.
+pub fn zone(name: &str, upstreams: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[[zones]]\nname = \"{name}\"\nupstreams = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+impl Nodedns {
+    /// Parses `toml` and serves it on the current runtime.
+    pub async fn start(toml: &str) -> Nodedns {
+        let cfg = nodedns::config::parse_str(toml, "test.toml").unwrap();
+        let server = Server::bind(&cfg).unwrap();
+        let addr = server.local_addrs()[0];
+        let handler = server.handler().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Nodedns {
+            addr,
+            handler,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A nodedns forwarding everything to `upstreams` with `extra` appended to the zone.
+    pub async fn forwarding_to(upstreams: &[SocketAddr], extra: &str) -> Nodedns {
+        Nodedns::start(&config(&zone(".", upstreams, extra))).await
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.handler.stats()
+    }
+
+    /// Stops serving and waits for the drain to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Nodedns {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
