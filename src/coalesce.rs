@@ -23,8 +23,9 @@ type FlightMap<T> = Mutex<HashMap<Box<[u8]>, Arc<Flight<T>>>>;
 /// The table of misses in flight, keyed by cache key.
 pub struct Coalescer<T> {
     flights: Arc<FlightMap<T>>,
-    max_keys: usize,
-    max_waiters: usize,
+    /// Atomic so a config reload can change them in place.
+    max_keys: AtomicUsize,
+    max_waiters: AtomicUsize,
 }
 
 /// What [`Coalescer::join`] made of a miss.
@@ -54,16 +55,24 @@ impl<T: Clone> Coalescer<T> {
     pub fn new(max_keys: usize, max_waiters: usize) -> Coalescer<T> {
         Coalescer {
             flights: Arc::new(Mutex::new(HashMap::new())),
-            max_keys,
-            max_waiters,
+            max_keys: AtomicUsize::new(max_keys),
+            max_waiters: AtomicUsize::new(max_waiters),
         }
+    }
+
+    /// New caps (config reload); flights already over them finish as they are.
+    pub fn set_limits(&self, max_keys: usize, max_waiters: usize) {
+        self.max_keys.store(max_keys, Ordering::Relaxed);
+        self.max_waiters.store(max_waiters, Ordering::Relaxed);
     }
 
     /// Joins the flight for `key`, starting one if there is none.
     pub fn join(&self, key: &[u8]) -> Join<T> {
         let mut flights = self.flights.lock();
         if let Some(flight) = flights.get(key) {
-            if flight.waiters.fetch_add(1, Ordering::Relaxed) >= self.max_waiters {
+            if flight.waiters.fetch_add(1, Ordering::Relaxed)
+                >= self.max_waiters.load(Ordering::Relaxed)
+            {
                 flight.waiters.fetch_sub(1, Ordering::Relaxed);
                 return Join::Overloaded;
             }
@@ -71,7 +80,7 @@ impl<T: Clone> Coalescer<T> {
                 rx: flight.rx.clone(),
             });
         }
-        if flights.len() >= self.max_keys {
+        if flights.len() >= self.max_keys.load(Ordering::Relaxed) {
             return Join::Overloaded;
         }
         let (tx, rx) = watch::channel(None);

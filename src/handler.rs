@@ -7,6 +7,9 @@
 //! Listeners own sockets and framing; this module owns the decisions.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -57,23 +60,18 @@ enum Outcome {
     Failed,
 }
 
-/// Everything a query needs: cache, zones, forwarder, coalescer, counters.
-pub struct Handler {
-    cache: Cache,
+/// Everything a config reload replaces, swapped in one piece so a query sees either the old
+/// config or the new one, never a mix.
+struct Routing {
     zones: ZoneTable<Arc<Zone>>,
     forwarder: Forwarder,
-    coalescer: Coalescer<Arc<Outcome>>,
-    upstreams: UpstreamSet,
-    stats: Arc<Stats>,
     udp_cap: u16,
     stale_client_timeout: Duration,
     prefetch: bool,
 }
 
-impl Handler {
-    pub fn new(cfg: &Config, stats: Arc<Stats>) -> Handler {
-        let settings = Settings::from(&cfg.forward);
-        let mut upstreams = UpstreamSet::new(settings.clone(), stats.clone());
+impl Routing {
+    fn build(cfg: &Config, upstreams: &mut UpstreamSet, stats: &Arc<Stats>) -> Routing {
         let mut zones = ZoneTable::new();
         for z in &cfg.zones {
             let zone = Zone {
@@ -82,21 +80,51 @@ impl Handler {
             };
             zones.insert(&z.name, Arc::new(zone));
         }
-        Handler {
-            cache: Cache::new(cache::Limits {
-                max_entries: cfg.cache.capacity,
-                max_bytes: usize::try_from(cfg.cache.max_bytes).unwrap_or(usize::MAX),
-                stale_max: cfg.cache.stale_max,
-            }),
+        Routing {
             zones,
-            forwarder: Forwarder::new(settings, stats.clone()),
-            coalescer: Coalescer::new(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key),
-            upstreams,
-            stats,
+            forwarder: Forwarder::new(Settings::from(&cfg.forward), stats.clone()),
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
         }
+    }
+}
+
+/// Everything a query needs: cache, zones, forwarder, coalescer, counters.
+pub struct Handler {
+    cache: Cache,
+    routing: ArcSwap<Routing>,
+    coalescer: Coalescer<Arc<Outcome>>,
+    upstreams: Mutex<UpstreamSet>,
+    stats: Arc<Stats>,
+}
+
+impl Handler {
+    pub fn new(cfg: &Config, stats: Arc<Stats>) -> Handler {
+        let mut upstreams = UpstreamSet::new(Settings::from(&cfg.forward), stats.clone());
+        let routing = Routing::build(cfg, &mut upstreams, &stats);
+        Handler {
+            cache: Cache::new(cache_limits(cfg)),
+            routing: ArcSwap::from_pointee(routing),
+            coalescer: Coalescer::new(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key),
+            upstreams: Mutex::new(upstreams),
+            stats,
+        }
+    }
+
+    /// Applies a reloaded config. The cache (resized if its limits changed), upstream health
+    /// and connections (for upstreams the new config still names) and in-flight queries
+    /// (they hold the zone they started with) all carry over.
+    pub fn reconfigure(&self, cfg: &Config) {
+        let mut upstreams = self.upstreams.lock();
+        let mut next = upstreams.successor(Settings::from(&cfg.forward));
+        let routing = Routing::build(cfg, &mut next, &self.stats);
+        next.seal();
+        *upstreams = next;
+        self.routing.store(Arc::new(routing));
+        self.cache.set_limits(cache_limits(cfg));
+        self.coalescer
+            .set_limits(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key);
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -107,8 +135,9 @@ impl Handler {
         &self.cache
     }
 
-    pub fn upstreams(&self) -> &UpstreamSet {
-        &self.upstreams
+    /// Every upstream of the current config.
+    pub fn upstreams(&self) -> parking_lot::MutexGuard<'_, UpstreamSet> {
+        self.upstreams.lock()
     }
 
     /// Answers what can be answered without waiting: malformed queries and fresh cache hits.
@@ -135,7 +164,7 @@ impl Handler {
             out,
         );
         self.count_hit(entry.kind, false);
-        if self.prefetch && entry.record_hit_and_check_prefetch(age) {
+        if self.routing.load().prefetch && entry.record_hit_and_check_prefetch(age) {
             inc(&self.stats.prefetches);
             self.refresh(&q);
         }
@@ -171,7 +200,8 @@ impl Handler {
                 None
             }
         };
-        let Some(zone) = self.zones.route(q.qname()) else {
+        let routing = self.routing.load_full();
+        let Some(zone) = routing.zones.route(q.qname()) else {
             wire::error_reply(pkt, wire::rcode::REFUSED, &mut out);
             self.count_reply(&out);
             return Some(out);
@@ -195,7 +225,7 @@ impl Handler {
             // With a stale answer in hand, wait for upstream only as long as a client would
             // (RFC 8767 §5: the client response timer); the flight goes on in the background
             // and refreshes the cache when it lands.
-            (Some(w), Some(_)) => tokio::time::timeout(self.stale_client_timeout, w.wait())
+            (Some(w), Some(_)) => tokio::time::timeout(routing.stale_client_timeout, w.wait())
                 .await
                 .ok()
                 .flatten(),
@@ -237,13 +267,13 @@ impl Handler {
 
     /// Prefetch: refresh a hot entry before it expires, unless a flight for it is already up.
     fn refresh(self: &Arc<Self>, q: &Query<'_>) {
-        let Some(zone) = self.zones.route(q.qname()) else {
+        let Some(zone) = self.routing.load().zones.route(q.qname()).cloned() else {
             return;
         };
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
         if let Join::Leader(done, _) = self.coalescer.join(key) {
-            self.spawn_flight(zone.clone(), q, key, false, done);
+            self.spawn_flight(zone, q, key, false, done);
         }
     }
 
@@ -274,7 +304,8 @@ impl Handler {
     }
 
     async fn fly(&self, zone: &Zone, query: &[u8], key: &[u8], have_stale: bool) -> Outcome {
-        let Ok(fwd) = self.forwarder.forward(&zone.upstreams, query).await else {
+        let forwarder = &self.routing.load_full().forwarder;
+        let Ok(fwd) = forwarder.forward(&zone.upstreams, query).await else {
             return Outcome::Failed;
         };
         let mut response = Vec::with_capacity(fwd.reply.len() + 16);
@@ -336,7 +367,7 @@ impl Handler {
             question: q.question,
             has_edns: q.edns.is_some(),
             max_len: match proto {
-                Proto::Udp => q.udp_limit(self.udp_cap),
+                Proto::Udp => q.udp_limit(self.routing.load().udp_cap),
                 Proto::Tcp => TCP_MAX,
             },
         };
@@ -367,5 +398,13 @@ fn ttl_policy(t: &config::CacheTtl) -> TtlPolicy {
         max_ttl: secs(t.max_ttl),
         negative_max_ttl: secs(t.negative_max_ttl),
         servfail_ttl: secs(t.servfail_ttl),
+    }
+}
+
+fn cache_limits(cfg: &Config) -> cache::Limits {
+    cache::Limits {
+        max_entries: cfg.cache.capacity,
+        max_bytes: usize::try_from(cfg.cache.max_bytes).unwrap_or(usize::MAX),
+        stale_max: cfg.cache.stale_max,
     }
 }

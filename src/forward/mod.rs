@@ -86,12 +86,17 @@ impl ZoneUpstreams {
     }
 }
 
+type UpstreamMap = HashMap<(SocketAddr, Transport), Arc<Upstream>>;
+
 /// Upstreams shared by address and transport, so that two zones naming the same resolver
 /// share its health state and TCP connection.
 pub struct UpstreamSet {
     settings: Arc<Settings>,
     stats: Arc<Stats>,
-    by_addr: HashMap<(SocketAddr, Transport), Arc<Upstream>>,
+    by_addr: UpstreamMap,
+    /// The set this one replaces (config reload): its upstreams are reused, with their
+    /// health, RTT and connections, when the new config still names them.
+    previous: UpstreamMap,
 }
 
 impl UpstreamSet {
@@ -100,7 +105,24 @@ impl UpstreamSet {
             settings: Arc::new(settings),
             stats,
             by_addr: HashMap::new(),
+            previous: HashMap::new(),
         }
+    }
+
+    /// An empty set for a reloaded config that reuses this set's upstreams as zones name
+    /// them again. Call [`UpstreamSet::seal`] once every zone is built.
+    pub fn successor(&self, settings: Settings) -> UpstreamSet {
+        UpstreamSet {
+            settings: Arc::new(settings),
+            stats: self.stats.clone(),
+            by_addr: HashMap::new(),
+            previous: self.by_addr.clone(),
+        }
+    }
+
+    /// Forgets the upstreams the new config no longer names (their probes stop with them).
+    pub fn seal(&mut self) {
+        self.previous.clear();
     }
 
     /// The zone's upstreams, created on first use.
@@ -111,13 +133,17 @@ impl UpstreamSet {
             .map(|&addr| {
                 self.by_addr
                     .entry((addr, zone.transport))
-                    .or_insert_with(|| {
-                        Arc::new(Upstream::new(
+                    .or_insert_with(|| match self.previous.get(&(addr, zone.transport)) {
+                        Some(old) => {
+                            old.set_settings(self.settings.clone());
+                            old.clone()
+                        }
+                        None => Arc::new(Upstream::new(
                             addr,
                             zone.transport,
                             self.settings.clone(),
                             self.stats.clone(),
-                        ))
+                        )),
                     })
                     .clone()
             })

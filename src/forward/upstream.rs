@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::config::Transport;
@@ -78,7 +79,8 @@ pub struct Upstream {
     pub counters: UpstreamCounters,
     health: Mutex<Health>,
     pub(super) tcp: TcpPool,
-    settings: Arc<Settings>,
+    /// Swapped by a config reload; health and connections stay.
+    settings: ArcSwap<Settings>,
     stats: Arc<Stats>,
 }
 
@@ -95,9 +97,14 @@ impl Upstream {
             counters: UpstreamCounters::default(),
             health: Mutex::new(Health::default()),
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
-            settings,
+            settings: ArcSwap::new(settings),
             stats,
         }
+    }
+
+    /// Applies reloaded settings.
+    pub fn set_settings(&self, settings: Arc<Settings>) {
+        self.settings.store(settings);
     }
 
     pub fn is_up(&self) -> bool {
@@ -111,7 +118,7 @@ impl Upstream {
 
     /// `clamp(4 * SRTT, min, max)`, or the initial timeout before any RTT is known.
     pub fn attempt_timeout(&self) -> Duration {
-        let s = &self.settings;
+        let s = self.settings.load();
         match self.srtt() {
             Some(srtt) => (srtt * 4).clamp(s.min_attempt_timeout, s.max_attempt_timeout),
             None => s.initial_attempt_timeout,
@@ -138,12 +145,13 @@ impl Upstream {
         }
         let mut h = self.health.lock();
         h.failures = h.failures.saturating_add(1);
-        if h.down || h.failures < self.settings.down_after {
+        let down_after = self.settings.load().down_after;
+        if h.down || h.failures < down_after {
             return;
         }
         h.down = true;
         drop(h);
-        tracing::warn!(upstream = %self.addr, "upstream marked down after {} consecutive failures", self.settings.down_after);
+        tracing::warn!(upstream = %self.addr, "upstream marked down after {down_after} consecutive failures");
         tokio::spawn(probe(Arc::downgrade(self)));
     }
 
@@ -188,16 +196,14 @@ async fn probe(upstream: Weak<Upstream>) {
     let Some(first) = upstream.upgrade() else {
         return;
     };
-    let (mut interval, max) = (
-        first.settings.probe_interval,
-        first.settings.probe_max_interval,
-    );
+    let settings = first.settings.load_full();
+    let (mut interval, max) = (settings.probe_interval, settings.probe_max_interval);
     drop(first);
     let mut query = probe_query();
     loop {
         tokio::time::sleep(interval).await;
         let Some(up) = upstream.upgrade() else { return };
-        let limit = up.settings.max_attempt_timeout;
+        let limit = up.settings.load().max_attempt_timeout;
         let started = tokio::time::Instant::now();
         if let Ok(reply) = up.exchange(&mut query, limit).await {
             let rcode = wire::Header::parse(&reply).map(|h| h.rcode());
