@@ -1,115 +1,317 @@
-//! Lifecycle: bind everything, then run; on a signal, stop reading and drain.
+//! Lifecycle: bind everything, then run; reload in place; on a signal, stop reading, drain,
+//! and save the cache.
 //!
-//! [`Server::bind`] validates nothing (the config already is) but binds every socket before
-//! anything is served, so a start-up failure leaves nothing half running. [`Server::run`]
-//! serves until its shutdown future completes, then stops accepting, lets in-flight queries
-//! finish for `drain_timeout`, and returns. Tests call `bind` and `run` in-process;
+//! [`Server::bind`] binds every socket (and restores a cache snapshot) before anything is
+//! served, so a start-up failure leaves nothing half running. [`Server::run`] serves until
+//! its shutdown future completes, applying reloads asked for through [`Control`] or noticed
+//! by the file watch; then it stops accepting, lets in-flight queries finish for
+//! `drain_timeout`, and writes the snapshot. Tests call `bind` and `run` in-process;
 //! [`run_blocking`] is what the binary calls.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tokio::sync::Semaphore;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::listener::{self, tcp};
-use crate::stats::Stats;
+use crate::reload::{self, Control, Source};
+use crate::snapshot;
+use crate::stats::{Stats, inc};
 
 /// How often binding a port-0 address is retried when the UDP port picked by the kernel is
 /// taken for TCP.
 const PORT_ZERO_TRIES: usize = 8;
 
+/// The sockets of one configured listen address.
+struct Bound {
+    local: SocketAddr,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: TcpListener,
+}
+
+/// Serving listen addresses, by address as configured: the bound address and the token
+/// that stops its listeners.
+type Running = HashMap<SocketAddr, (SocketAddr, CancellationToken)>;
+
 /// Every socket bound, nothing running yet.
 pub struct Server {
     handler: Arc<Handler>,
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
-    tcp: Vec<tokio::net::TcpListener>,
-    local: Vec<SocketAddr>,
-    limits: tcp::Limits,
-    drain: std::time::Duration,
+    /// In config order, keyed by the address as configured (port 0 stays 0 here).
+    bound: Vec<(SocketAddr, Bound)>,
+    current: Config,
+    workers: usize,
+    source: Option<Source>,
+    watch_interval: Duration,
+    requests: (
+        mpsc::Sender<reload::Request>,
+        mpsc::Receiver<reload::Request>,
+    ),
+    local: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl Server {
-    /// Binds UDP (one socket per worker) and TCP on every listen address. Must run inside a
-    /// tokio runtime.
+    /// Binds UDP (one socket per worker) and TCP on every listen address and restores the
+    /// cache snapshot if one is configured. Must run inside a tokio runtime.
     pub fn bind(cfg: &Config) -> anyhow::Result<Server> {
-        let workers = match cfg.listen.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let mut server = Server {
-            handler: Arc::new(Handler::new(cfg, Arc::new(Stats::default()))),
-            udp: Vec::new(),
-            tcp: Vec::new(),
-            local: Vec::new(),
-            limits: tcp::Limits {
-                max_connections: cfg.listen.tcp_max_connections,
-                idle_timeout: cfg.listen.tcp_idle_timeout,
-                max_pipelined: cfg.listen.tcp_max_pipelined,
-            },
-            drain: cfg.listen.drain_timeout,
-        };
+        let workers = worker_count(cfg);
+        let stats = Arc::new(Stats::default());
+        stats
+            .last_reload_ok_unix
+            .store(unix_now(), Ordering::Relaxed);
+        let handler = Arc::new(Handler::new(cfg, stats));
+        let mut bound = Vec::new();
         for &addr in &cfg.listen.addresses {
-            let (udp, tcp, local) = bind_address(addr, workers)?;
-            server.udp.extend(udp.into_iter().map(Arc::new));
-            server.tcp.push(tcp);
-            server.local.push(local);
+            bound.push((addr, bind_address(addr, workers)?));
         }
-        Ok(server)
+        if let Some(path) = &cfg.cache.snapshot {
+            restore(&handler, path);
+        }
+        let local = bound.iter().map(|(_, b)| b.local).collect();
+        Ok(Server {
+            handler,
+            bound,
+            current: cfg.clone(),
+            workers,
+            source: None,
+            watch_interval: reload::WATCH_INTERVAL,
+            requests: mpsc::channel(4),
+            local: Arc::new(Mutex::new(local)),
+        })
+    }
+
+    /// Enables reloading from `source`: on [`Control::reload`] and whenever the config file
+    /// or a resolv.conf it names changes (checked every `watch_interval`).
+    pub fn with_source(mut self, source: Source, watch_interval: Duration) -> Server {
+        self.source = Some(source);
+        self.watch_interval = watch_interval;
+        self
     }
 
     /// The bound addresses, in config order (with the real port where the config said 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local.lock().clone()
     }
 
     pub fn handler(&self) -> &Arc<Handler> {
         &self.handler
     }
 
-    /// Serves until `shutdown` completes, then drains.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// A handle to ask the running server to reload, and to see its addresses.
+    pub fn control(&self) -> Control {
+        Control {
+            tx: self.requests.0.clone(),
+            local: self.local.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then drains and saves the cache snapshot.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let conns = Arc::new(Semaphore::new(self.limits.max_connections));
-        for sock in self.udp {
-            let (h, c, t) = (self.handler.clone(), cancel.clone(), tasks.clone());
-            tasks.spawn(listener::udp::serve(sock, h, c, t));
+        let conns = Arc::new(Semaphore::new(self.current.listen.tcp_max_connections));
+        let mut running: Running = HashMap::new();
+        for (addr, bound) in std::mem::take(&mut self.bound) {
+            let token = cancel.child_token();
+            running.insert(addr, (bound.local, token.clone()));
+            self.spawn(bound, &token, &tasks, &conns);
         }
-        for l in self.tcp {
-            let (h, c, t) = (self.handler.clone(), cancel.clone(), tasks.clone());
-            tasks.spawn(tcp::serve(l, h, self.limits, conns.clone(), c, t));
+        tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
+        let mut fingerprint = self.fingerprint();
+        let mut watch = tokio::time::interval(self.watch_interval);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(reply) = self.requests.1.recv() => {
+                    let result = self.reload(&mut running, &cancel, &tasks, &conns);
+                    fingerprint = self.fingerprint();
+                    let _ = reply.send(result);
+                }
+                _ = watch.tick(), if self.source.is_some() => {
+                    let now = self.fingerprint();
+                    if now != fingerprint {
+                        tracing::info!("config or resolv.conf changed: reloading");
+                        let _ = self.reload(&mut running, &cancel, &tasks, &conns);
+                        // Taken after the attempt even when it failed: a bad file is
+                        // reported once, not every interval until it is fixed.
+                        fingerprint = self.fingerprint();
+                    }
+                }
+            }
         }
-        tracing::info!(addresses = ?self.local, "nodedns serving");
-        shutdown.await;
-        tracing::info!(grace = ?self.drain, "shutting down: stopped reading, draining in-flight queries");
+        let drain = self.current.listen.drain_timeout;
+        tracing::info!(grace = ?drain, "shutting down: stopped reading, draining in-flight queries");
         cancel.cancel();
         tasks.close();
-        if tokio::time::timeout(self.drain, tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
             tracing::warn!("drain grace ran out with queries still in flight");
         } else {
             tracing::info!("drained");
         }
+        if let Some(path) = &self.current.cache.snapshot {
+            save(&self.handler, path, self.current.cache.stale_max);
+        }
+    }
+
+    fn spawn(
+        &self,
+        bound: Bound,
+        token: &CancellationToken,
+        tasks: &TaskTracker,
+        conns: &Arc<Semaphore>,
+    ) {
+        let l = &self.current.listen;
+        let limits = tcp::Limits {
+            max_connections: l.tcp_max_connections,
+            idle_timeout: l.tcp_idle_timeout,
+            max_pipelined: l.tcp_max_pipelined,
+        };
+        for sock in bound.udp {
+            let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
+            tasks.spawn(listener::udp::serve(sock, h, c, t));
+        }
+        let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
+        tasks.spawn(tcp::serve(bound.tcp, h, limits, conns.clone(), c, t));
+    }
+
+    fn fingerprint(&self) -> u32 {
+        self.source
+            .as_ref()
+            .map_or(0, |s| reload::fingerprint(s, &self.current))
+    }
+
+    /// Loads the config again and applies it. New listen addresses are bound before any
+    /// old one is closed; on any error nothing changes.
+    fn reload(
+        &mut self,
+        running: &mut Running,
+        cancel: &CancellationToken,
+        tasks: &TaskTracker,
+        conns: &Arc<Semaphore>,
+    ) -> Result<(), String> {
+        let stats = self.handler.stats().clone();
+        let result = self.try_reload(running, cancel, tasks, conns);
+        match &result {
+            Ok(()) => {
+                inc(&stats.reloads_ok);
+                stats
+                    .last_reload_ok_unix
+                    .store(unix_now(), Ordering::Relaxed);
+                let zones: Vec<&str> = self.current.zones.iter().map(|z| z.name.as_str()).collect();
+                tracing::info!(zones = ?zones, addresses = ?self.local_addrs(), "config reloaded");
+            }
+            Err(e) => {
+                inc(&stats.reloads_failed);
+                for line in e.lines() {
+                    tracing::error!("config reload refused, old config keeps serving: {line}");
+                }
+            }
+        }
+        result
+    }
+
+    fn try_reload(
+        &mut self,
+        running: &mut Running,
+        cancel: &CancellationToken,
+        tasks: &TaskTracker,
+        conns: &Arc<Semaphore>,
+    ) -> Result<(), String> {
+        let source = self
+            .source
+            .as_ref()
+            .ok_or("no config source to reload from")?;
+        let cfg = source.load().map_err(|e| e.to_string())?;
+        if worker_count(&cfg) != self.workers {
+            tracing::warn!("listen.workers changed: applies at the next restart");
+        }
+        let mut fresh = Vec::new();
+        for &addr in cfg
+            .listen
+            .addresses
+            .iter()
+            .filter(|a| !running.contains_key(a))
+        {
+            fresh.push((
+                addr,
+                bind_address(addr, self.workers).map_err(|e| format!("{e:#}"))?,
+            ));
+        }
+        self.current = cfg;
+        for (addr, bound) in fresh {
+            let token = cancel.child_token();
+            running.insert(addr, (bound.local, token.clone()));
+            self.spawn(bound, &token, tasks, conns);
+        }
+        let keep = &self.current.listen.addresses;
+        running.retain(|addr, (_, token)| {
+            let keep = keep.contains(addr);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        *self.local.lock() = keep
+            .iter()
+            .filter_map(|a| running.get(a).map(|r| r.0))
+            .collect();
+        self.handler.reconfigure(&self.current);
+        Ok(())
+    }
+}
+
+fn worker_count(cfg: &Config) -> usize {
+    match cfg.listen.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn restore(handler: &Handler, path: &std::path::Path) {
+    let started = std::time::Instant::now();
+    match snapshot::load(handler.cache(), path) {
+        Ok(l) => tracing::info!(
+            restored = l.restored,
+            expired = l.expired,
+            corrupt = l.corrupt,
+            took = ?started.elapsed(),
+            "cache snapshot {} loaded",
+            path.display()
+        ),
+        Err(snapshot::SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!("no cache snapshot at {} yet: starting cold", path.display());
+        }
+        Err(e) => tracing::warn!("cache snapshot {} ignored: {e}", path.display()),
+    }
+}
+
+fn save(handler: &Handler, path: &std::path::Path, stale_max: Duration) {
+    match snapshot::write(handler.cache(), path, stale_max) {
+        Ok(n) => tracing::info!(entries = n, "cache snapshot written to {}", path.display()),
+        Err(e) => tracing::warn!("cache snapshot {} not written: {e}", path.display()),
     }
 }
 
 /// Binds one address: `workers` UDP sockets and one TCP listener on the same port.
-fn bind_address(
-    addr: SocketAddr,
-    workers: usize,
-) -> anyhow::Result<(
-    Vec<tokio::net::UdpSocket>,
-    tokio::net::TcpListener,
-    SocketAddr,
-)> {
+fn bind_address(addr: SocketAddr, workers: usize) -> anyhow::Result<Bound> {
     let tries = if addr.port() == 0 { PORT_ZERO_TRIES } else { 1 };
     let mut last_err = None;
     for _ in 0..tries {
@@ -117,14 +319,13 @@ fn bind_address(
         let local = first.local_addr()?;
         match listener::bind_tcp(local) {
             Ok(tcp) => {
-                let mut udp = vec![first];
+                let mut udp = vec![Arc::new(first)];
                 for _ in 1..workers {
-                    udp.push(
-                        listener::bind_udp(local)
-                            .with_context(|| format!("binding UDP {local}"))?,
-                    );
+                    let sock = listener::bind_udp(local)
+                        .with_context(|| format!("binding UDP {local}"))?;
+                    udp.push(Arc::new(sock));
                 }
-                return Ok((udp, tcp, local));
+                return Ok(Bound { local, udp, tcp });
             }
             Err(e) => last_err = Some(e),
         }
@@ -135,23 +336,34 @@ fn bind_address(
     ))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT: the binary's main loop.
-pub fn run_blocking(cfg: Config) -> anyhow::Result<()> {
-    let workers = match cfg.listen.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
+/// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP: the binary's main loop.
+pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(worker_count(&cfg))
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let server = Server::bind(&cfg)?;
+        let server = Server::bind(&cfg)?.with_source(source, reload::WATCH_INTERVAL);
+        forward_sighup(server.control())?;
         let shutdown = signal()?;
         server.run(shutdown).await;
         Ok(())
     })
+}
+
+/// Turns every SIGHUP into a reload request.
+fn forward_sighup(control: Control) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            // The outcome is logged by the server.
+            let _ = control.reload().await;
+        }
+    });
+    Ok(())
 }
 
 /// Completes on the first SIGTERM or SIGINT.

@@ -85,7 +85,11 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_tracing(&cfg);
-    match crate::app::run_blocking(cfg) {
+    let source = match path {
+        Some(p) => crate::reload::Source::File(p),
+        None => crate::reload::Source::Embedded,
+    };
+    match crate::app::run_blocking(cfg, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

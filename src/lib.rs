@@ -16,6 +16,8 @@
 //! - [`coalesce`]: one upstream query per identical in-flight miss.
 //! - [`zones`]: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`forward`]: the failover loop, upstream health, policies, UDP/TCP exchanges.
+//! - [`reload`]: where the config comes from, watching it, asking for a reload.
+//! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
 //! - [`stats`]: the counters every part increments, read by metrics and tests.
 //!
 //! `docs/architecture.md` mirrors this list.
@@ -28,6 +30,8 @@ pub mod config;
 pub mod forward;
 pub mod handler;
 pub mod listener;
+pub mod reload;
+pub mod snapshot;
 pub mod stats;
 pub mod wire;
 pub mod zones;

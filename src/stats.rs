@@ -63,6 +63,10 @@ pub struct Stats {
     pub failovers: AtomicU64,
     pub all_upstreams_down: AtomicU64,
     pub inflight: AtomicI64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Unix time of the last config load that succeeded (start-up counts).
+    pub last_reload_ok_unix: AtomicU64,
     pub tcp_connections: AtomicI64,
 }
 

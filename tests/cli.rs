@@ -4,85 +4,17 @@
 
 mod support;
 
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use support::client::{self, answer_a};
+use support::daemon::{BIN, Daemon, free_port, wait_ready, write_config};
 use support::fake_upstream::{Behavior, FakeUpstream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_nodedns");
 
 fn nodedns(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
-}
-
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("nodedns.toml");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    path
-}
-
-/// A loopback port that was free a moment ago (UDP and TCP are both checked by the daemon).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the daemon if a test fails before it stops it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon(child)
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nodedns did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 fn daemon_config(listen: SocketAddr, upstream: SocketAddr) -> String {
@@ -91,21 +23,6 @@ fn daemon_config(listen: SocketAddr, upstream: SocketAddr) -> String {
         "[forward]\nmin_attempt_timeout = \"1s\"\ninitial_attempt_timeout = \"1s\"\n[listen]\naddresses = [\"{listen}\"]\nworkers = 1\ndrain_timeout = \"3s\"\n\
          [admin]\naddress = \"\"\n[[zones]]\nname = \".\"\nupstreams = [\"{upstream}\"]\n"
     )
-}
-
-/// Polls until the daemon answers `name`, at most 5 s.
-async fn wait_ready(addr: SocketAddr, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client::query_udp(addr, name, RecordType::A, None)
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nodedns never answered on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[test]

@@ -177,6 +177,13 @@ impl FakeUpstream {
 
     /// Starts on `ip` (a loopback address, e.g. 127.0.0.2) with a free port.
     pub async fn start_on(ip: IpAddr) -> Self {
+        Self::start_at(SocketAddr::new(ip, 0)).await
+    }
+
+    /// On a given loopback address and port (port 53 for a resolv.conf, which has no ports;
+    /// that needs root).
+    pub async fn start_at(at: SocketAddr) -> Self {
+        let ip = at.ip();
         assert!(ip.is_loopback(), "the fake upstream only binds loopback");
         let shared = Arc::new(Shared {
             zone: Mutex::new(zone::Zone::new()),
@@ -188,7 +195,7 @@ impl FakeUpstream {
             tcp_connections: AtomicUsize::new(0),
             server_payload: AtomicU16::new(1232),
         });
-        let (udp, tcp) = serve::bind_pair(ip, 0).await;
+        let (udp, tcp) = serve::bind_pair(ip, at.port()).await;
         let addr = udp.local_addr().unwrap();
         let mut fake = Self {
             addr,

@@ -6,5 +6,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod client;
+pub mod daemon;
 pub mod fake_upstream;
 pub mod nodedns;

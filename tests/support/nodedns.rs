@@ -1,10 +1,13 @@
 //! nodedns in-process for tests: built from a TOML string, bound on 127.0.0.1 port 0.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nodedns::app::Server;
 use nodedns::handler::Handler;
+use nodedns::reload::{Control, Source};
 use nodedns::stats::Stats;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +16,8 @@ use tokio::task::JoinHandle;
 pub struct Nodedns {
     pub addr: SocketAddr,
     pub handler: Arc<Handler>,
+    /// Asks for a reload; works when started with [`Nodedns::start_file`].
+    pub control: Control,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -39,8 +44,22 @@ impl Nodedns {
     /// Parses `toml` and serves it on the current runtime.
     pub async fn start(toml: &str) -> Nodedns {
         let cfg = nodedns::config::parse_str(toml, "test.toml").unwrap();
-        let server = Server::bind(&cfg).unwrap();
+        Nodedns::serve(Server::bind(&cfg).unwrap())
+    }
+
+    /// Serves the config file at `path`, reloading it on request and checking it (and the
+    /// resolv.conf files it names) for changes every `watch`.
+    pub async fn start_file(path: &Path, watch: Duration) -> Nodedns {
+        let cfg = nodedns::config::load_file(path).unwrap();
+        let server = Server::bind(&cfg)
+            .unwrap()
+            .with_source(Source::File(path.to_path_buf()), watch);
+        Nodedns::serve(server)
+    }
+
+    fn serve(server: Server) -> Nodedns {
         let addr = server.local_addrs()[0];
+        let control = server.control();
         let handler = server.handler().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -49,6 +68,7 @@ impl Nodedns {
         Nodedns {
             addr,
             handler,
+            control,
             stop: Some(stop),
             task: Some(task),
         }
