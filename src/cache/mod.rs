@@ -210,6 +210,22 @@ impl Cache {
             .then_some(entry)
     }
 
+    /// Puts back an entry saved by a snapshot, with the TTL and insert time it had, so it
+    /// ages on as if the process had never restarted. Returns false when it does not fit.
+    pub fn restore(
+        &self,
+        key: &[u8],
+        response: Vec<u8>,
+        layout: Layout,
+        kind: EntryKind,
+        ttl: u32,
+        inserted: Instant,
+    ) -> bool {
+        let entry = Arc::new(Entry::new(response, layout, kind, inserted, ttl));
+        let weight = entry.weight();
+        self.store.insert(key, entry, weight)
+    }
+
     /// Removes `key` (e.g. an entry a caller found unusable).
     pub fn remove(&self, key: &[u8]) -> Option<Arc<Entry>> {
         self.store.remove(key)
