@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::cache::{self, Cache, EntryKind, Lookup, TtlPolicy};
 use crate::coalesce::{Coalescer, Completion, Join};
 use crate::config::{self, Config};
-use crate::forward::{Forwarder, Settings, UpstreamSet, ZoneUpstreams};
+use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
 use crate::stats::{DropReason, Stats, inc};
 use crate::wire::{self, Query, TtlRewrite};
 use crate::zones::ZoneTable;
@@ -82,7 +82,7 @@ impl Routing {
         }
         Routing {
             zones,
-            forwarder: Forwarder::new(Settings::from(&cfg.forward), stats.clone()),
+            forwarder: Forwarder::new(cfg.forward.clone(), stats.clone()),
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
@@ -101,7 +101,7 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(cfg: &Config, stats: Arc<Stats>) -> Handler {
-        let mut upstreams = UpstreamSet::new(Settings::from(&cfg.forward), stats.clone());
+        let mut upstreams = UpstreamSet::new(cfg.forward.clone(), stats.clone());
         let routing = Routing::build(cfg, &mut upstreams, &stats);
         Handler {
             cache: Cache::new(cache_limits(cfg)),
@@ -117,7 +117,7 @@ impl Handler {
     /// (they hold the zone they started with) all carry over.
     pub fn reconfigure(&self, cfg: &Config) {
         let mut upstreams = self.upstreams.lock();
-        let mut next = upstreams.successor(Settings::from(&cfg.forward));
+        let mut next = upstreams.successor(cfg.forward.clone());
         let routing = Routing::build(cfg, &mut next, &self.stats);
         next.seal();
         *upstreams = next;
@@ -155,15 +155,7 @@ impl Handler {
         let Lookup::Fresh { entry, age } = self.cache.lookup(key, Instant::now()) else {
             return Fast::Slow;
         };
-        self.write(
-            &q,
-            proto,
-            &entry.response,
-            &entry.layout,
-            entry.ttl_rewrite(age),
-            out,
-        );
-        self.count_hit(entry.kind, false);
+        self.write_hit(&q, proto, &entry, age, out);
         if self.routing.load().prefetch && entry.record_hit_and_check_prefetch(age) {
             inc(&self.stats.prefetches);
             self.refresh(&q);
@@ -183,15 +175,7 @@ impl Handler {
         let stale = match self.cache.lookup(key, Instant::now()) {
             // Filled by another flight since the fast path looked.
             Lookup::Fresh { entry, age } => {
-                self.write(
-                    &q,
-                    proto,
-                    &entry.response,
-                    &entry.layout,
-                    entry.ttl_rewrite(age),
-                    &mut out,
-                );
-                self.count_hit(entry.kind, false);
+                self.write_hit(&q, proto, &entry, age, &mut out);
                 return Some(out);
             }
             Lookup::Stale { entry } => Some(entry),
@@ -373,6 +357,20 @@ impl Handler {
         };
         wire::write_reply(stored, layout, &client, ttl, out);
         self.count_reply(out);
+    }
+
+    /// Serves a fresh cache hit.
+    fn write_hit(
+        &self,
+        q: &Query<'_>,
+        proto: Proto,
+        entry: &cache::Entry,
+        age: u32,
+        out: &mut Vec<u8>,
+    ) {
+        let ttl = entry.ttl_rewrite(age);
+        self.write(q, proto, &entry.response, &entry.layout, ttl, out);
+        self.count_hit(entry.kind, false);
     }
 
     fn count_reply(&self, out: &[u8]) {

@@ -16,42 +16,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
 
 use crate::config::{self, Policy, Transport};
 use crate::stats::{Stats, inc};
 
 pub use upstream::{ErrorKind, Upstream};
 
-/// Failover and health settings (from `[forward]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub attempts: u32,
-    pub deadline: Duration,
-    pub min_attempt_timeout: Duration,
-    pub max_attempt_timeout: Duration,
-    pub initial_attempt_timeout: Duration,
-    pub down_after: u32,
-    pub probe_interval: Duration,
-    pub probe_max_interval: Duration,
-    pub tcp_idle_timeout: Duration,
-}
-
-impl From<&config::Forward> for Settings {
-    fn from(f: &config::Forward) -> Settings {
-        Settings {
-            attempts: f.attempts,
-            deadline: f.deadline,
-            min_attempt_timeout: f.min_attempt_timeout,
-            max_attempt_timeout: f.max_attempt_timeout,
-            initial_attempt_timeout: f.initial_attempt_timeout,
-            down_after: f.down_after,
-            probe_interval: f.probe_interval,
-            probe_max_interval: f.probe_max_interval,
-            tcp_idle_timeout: f.tcp_idle_timeout,
-        }
-    }
-}
+/// Failover and health settings: the `[forward]` section as validated.
+pub use crate::config::Forward as Settings;
 
 /// Why one exchange with one upstream failed.
 #[derive(Debug, thiserror::Error)]
