@@ -374,3 +374,73 @@ async fn upstream_sees_our_own_opt_not_the_clients_cookie() {
     assert!(!seen.had_cookie, "client cookies are never forwarded");
     assert_eq!(seen.proto, Proto::Udp);
 }
+
+/// Asks `count` distinct names so that every query is a miss.
+async fn ask_distinct(ns: &Nodedns, prefix: &str, count: usize) {
+    for i in 0..count {
+        let r = client::query_udp(
+            ns.addr,
+            &format!("{prefix}{i}.example.test"),
+            RecordType::A,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    }
+}
+
+#[tokio::test]
+async fn round_robin_and_random_spread_misses_over_upstreams() {
+    for policy in ["round_robin", "random"] {
+        let a = FakeUpstream::start().await;
+        let b = FakeUpstream::start().await;
+        let extra = format!("policy = \"{policy}\"");
+        let ns = Nodedns::forwarding_to(&[a.addr(), b.addr()], &extra).await;
+        ask_distinct(&ns, "spread", 20).await;
+        let (na, nb) = (a.udp_queries(), b.udp_queries());
+        assert_eq!(na + nb, 20, "{policy}");
+        if policy == "round_robin" {
+            assert_eq!((na, nb), (10, 10), "{policy}");
+        } else {
+            // All 20 on one side has a probability of 2 in a million.
+            assert!(na > 0 && nb > 0, "{policy}: {na}/{nb}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn fastest_policy_prefers_the_upstream_with_the_lowest_rtt() {
+    let slow = FakeUpstream::start().await;
+    slow.set_behavior(Behavior::Delay(Duration::from_millis(40)));
+    let fast = FakeUpstream::start().await;
+    let toml = config(&format!(
+        "[forward]\nmin_attempt_timeout = \"500ms\"\n{}",
+        zone(".", &[slow.addr(), fast.addr()], "policy = \"fastest\"")
+    ));
+    let ns = Nodedns::start(&toml).await;
+    // Both get measured first (an upstream with no RTT yet is tried before known ones).
+    ask_distinct(&ns, "warm", 2).await;
+    slow.reset_counts();
+    fast.reset_counts();
+    ask_distinct(&ns, "fast", 10).await;
+    assert_eq!(fast.udp_queries(), 10);
+    assert_eq!(slow.udp_queries(), 0);
+}
+
+#[tokio::test]
+async fn serves_ipv6_clients_and_forwards_to_ipv6_upstreams() {
+    let up = FakeUpstream::start_on("::1".parse().unwrap()).await;
+    up.add_a("registry.example.test.", REGISTRY, 300);
+    let toml = config(&zone(".", &[up.addr()], "")).replace("127.0.0.1:0", "[::1]:0");
+    let ns = Nodedns::start(&toml).await;
+    assert!(ns.addr.is_ipv6());
+    let udp = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert_eq!(answer_a(&udp), vec![REGISTRY]);
+    let tcp = client::query_tcp(ns.addr, "registry.example.test", RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(answer_a(&tcp), vec![REGISTRY]);
+}
