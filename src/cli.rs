@@ -1,5 +1,5 @@
 //! The command line: `nodedns [--config PATH]`, `nodedns check-config PATH`,
-//! `nodedns print-default-config`.
+//! `nodedns print-default-config`, `nodedns doctor`.
 //!
 //! This module owns argument parsing, exit codes and the tracing subscriber. Running the
 //! daemon is [`crate::app`]'s job.
@@ -38,6 +38,20 @@ enum Command {
     },
     /// Print the embedded default config (commented TOML).
     PrintDefaultConfig,
+    /// Check, layer by layer, why a pod may fail to resolve: config, listeners, upstreams,
+    /// a name through the cache, a pod's resolv.conf, the running daemon. Exit 0 when every
+    /// check passes, 1 when one fails, 64 for a bad config file.
+    Doctor {
+        /// A name to resolve via each upstream and via nodedns (repeatable).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// A pod's resolv.conf (e.g. copied out of a job pod) to analyse.
+        #[arg(long, value_name = "PATH")]
+        resolv_conf: Option<PathBuf>,
+        /// Print the verdicts as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -50,6 +64,57 @@ pub fn main() -> ExitCode {
         }
         Command::CheckConfig { path } => check_config(&path),
         Command::Run => run(cli.config),
+        Command::Doctor {
+            names,
+            resolv_conf,
+            json,
+        } => doctor(
+            cli.config,
+            &crate::doctor::Options { names, resolv_conf },
+            json,
+        ),
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => config::load_file(p),
+        None => config::embedded_default(),
+    }
+}
+
+fn doctor(path: Option<PathBuf>, opts: &crate::doctor::Options, json: bool) -> ExitCode {
+    let cfg = match load(path.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let source = path.map_or_else(
+        || "(embedded default)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nodedns doctor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(crate::doctor::run(&cfg, &source, opts));
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -73,11 +138,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
-    let loaded = match &path {
-        Some(p) => config::load_file(p),
-        None => config::embedded_default(),
-    };
-    let cfg = match loaded {
+    let cfg = match load(path.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");

@@ -68,6 +68,8 @@ struct Routing {
     udp_cap: u16,
     stale_client_timeout: Duration,
     prefetch: bool,
+    /// What CHAOS `version.bind` and `id.server` answer.
+    identity: wire::Identity,
 }
 
 impl Routing {
@@ -86,6 +88,7 @@ impl Routing {
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
+            identity: identity(),
         }
     }
 }
@@ -150,6 +153,10 @@ impl Handler {
             Ok(q) => q,
             Err(e) => return self.reject(pkt, e, out),
         };
+        // One compare for IN queries: CHAOS is answered here, never cached or forwarded.
+        if q.qclass == wire::class::CH {
+            return self.chaos(pkt, &q, out);
+        }
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
         let Lookup::Fresh { entry, age } = self.cache.lookup(key, Instant::now()) else {
@@ -316,6 +323,17 @@ impl Handler {
         }
     }
 
+    /// `version.bind`, `id.server` and friends; any other CHAOS query is REFUSED, as a
+    /// forwarder has no CHAOS data to forward to.
+    #[cold]
+    fn chaos(&self, pkt: &[u8], q: &Query<'_>, out: &mut Vec<u8>) -> Fast {
+        if !wire::chaos_reply(q, &self.identity, out) {
+            wire::error_reply(pkt, wire::rcode::REFUSED, out);
+        }
+        self.count_reply(out);
+        Fast::Reply
+    }
+
     fn reject(&self, pkt: &[u8], e: wire::QueryError, out: &mut Vec<u8>) -> Fast {
         match e {
             wire::QueryError::TooShort => {
@@ -385,6 +403,20 @@ impl Handler {
             (false, EntryKind::Success) => &self.stats.cache_hits_success,
             (false, EntryKind::Denial | EntryKind::ServFail) => &self.stats.cache_hits_denial,
         });
+    }
+}
+
+/// This build's version and the node's hostname, read once at start. The hostname comes from
+/// the kernel (`/proc`), which needs no libc call; with host networking it is the node's name.
+fn identity() -> wire::Identity {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    wire::Identity {
+        version: concat!("nodedns ", env!("CARGO_PKG_VERSION")).to_owned(),
+        hostname,
     }
 }
 

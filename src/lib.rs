@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`).
+//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`, `doctor`).
 //! - [`app`]: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
@@ -18,6 +18,7 @@
 //! - [`forward`]: the failover loop, upstream health, policies, UDP/TCP exchanges.
 //! - [`reload`]: where the config comes from, watching it, asking for a reload.
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
+//! - [`doctor`]: `nodedns doctor`, the troubleshooting checklist run against a live node.
 //! - [`stats`]: the counters every part increments, read by metrics and tests.
 //!
 //! `docs/architecture.md` mirrors this list.
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod doctor;
 pub mod forward;
 pub mod handler;
 pub mod listener;

@@ -383,3 +383,91 @@ fn new_names_fail_fast_with_servfail_when_all_underlay_resolvers_are_down() {
     }
     assert!(net.forwarder_running(), "nodedns exited");
 }
+
+/// Runs `nodedns --config <the suite's config> doctor args` in namespace `ns`.
+fn doctor_in(net: &Topology, ns: &str, args: &[&str]) -> process::Outcome {
+    let config = net.dir.path().join("nodedns.toml");
+    let config = config.to_string_lossy();
+    let mut all = vec!["--config", &config, "doctor"];
+    all.extend_from_slice(args);
+    process::run_in(
+        ns,
+        env!("CARGO_BIN_EXE_nodedns"),
+        &all,
+        Duration::from_secs(15),
+    )
+}
+
+/// The verdict line of `check` with `status`, if there is one.
+fn verdict_line<'a>(stdout: &'a str, status: &str, check: &str) -> Option<&'a str> {
+    let prefix = format!("{status:<4} {check}");
+    stdout.lines().find(|l| l.starts_with(&prefix))
+}
+
+#[test]
+fn doctor_on_the_node_finds_the_underlay_and_the_pod_config_sound() {
+    let Some(net) = start(
+        "doctor_on_the_node_finds_the_underlay_and_the_pod_config_sound",
+        2,
+    ) else {
+        return;
+    };
+    let pod_resolv = format!("/etc/netns/{}/resolv.conf", net.pod);
+    let node = doctor_in(
+        &net,
+        &net.node,
+        &[
+            "--name",
+            "registry.example.test",
+            "--resolv-conf",
+            &pod_resolv,
+        ],
+    );
+    let out = &node.stdout;
+    assert!(
+        node.success(),
+        "doctor on the node failed:\n{out}{}",
+        node.stderr
+    );
+    for resolver in RESOLVERS {
+        for proto in ["udp", "tcp"] {
+            let check = format!("upstream {proto} {resolver}:53 (zone .)");
+            assert!(verdict_line(out, "ok", &check).is_some(), "{check}:\n{out}");
+        }
+        let answer = verdict_line(out, "ok", &format!("upstream {resolver}:53 answers")).unwrap();
+        assert!(answer.contains(&REGISTRY_V4.to_string()), "{answer}");
+    }
+    let listener = verdict_line(out, "ok", &format!("listener udp {NODE_DNS}:53")).unwrap();
+    assert!(listener.contains("nodedns"), "{listener}");
+    assert!(
+        verdict_line(out, "ok", "through nodedns").is_some(),
+        "{out}"
+    );
+    let nameserver = verdict_line(out, "ok", "resolv.conf").unwrap();
+    assert!(nameserver.contains("first is nodedns"), "{nameserver}");
+    let cost = verdict_line(out, "ok", "resolv.conf lookup cost").unwrap();
+    assert!(
+        cost.contains("ndots:2") && cost.contains("costs 2 queries"),
+        "{cost}"
+    );
+
+    // From the pod the same checks name the seed's third failure mode: the node's resolvers
+    // are out of the pod's reach, while nodedns answers it.
+    let pod = doctor_in(&net, &net.pod, &["--resolv-conf", "/etc/resolv.conf"]);
+    assert_eq!(pod.code, Some(1), "{}", pod.stdout);
+    for resolver in RESOLVERS {
+        let check = format!("upstream udp {resolver}:53");
+        assert!(
+            verdict_line(&pod.stdout, "fail", &check).is_some(),
+            "{}",
+            pod.stdout
+        );
+    }
+    let check = format!("listener udp {NODE_DNS}:53");
+    assert!(
+        verdict_line(&pod.stdout, "ok", &check).is_some(),
+        "{}",
+        pod.stdout
+    );
+    assert!(verdict_line(&pod.stdout, "ok", "resolv.conf /etc/resolv.conf nameserver").is_some());
+}

@@ -11,12 +11,13 @@
 //! it reports facts, and the cache and forwarder decide. Nothing here allocates on the query
 //! path except [`normalize_response`], which runs once per upstream answer.
 //!
-//! Files: `query` (client side: parse, error replies), `upstream` (the query we send and the
-//! reply check), `response` (normalising an upstream answer for the cache), `reply` (serving a
-//! stored answer). The record walker shared by all of them lives here.
+//! Files: `query` (client side: parse, error replies), `chaos` (the CHAOS identity answers),
+//! `upstream` (the query we send and the reply check), `response` (normalising an upstream
+//! answer for the cache), `reply` (serving a stored answer). The record walker shared by all of them lives here.
 //!
 //! hickory-proto is the oracle for this module's tests, never a dependency of its code.
 
+mod chaos;
 mod query;
 mod reply;
 mod response;
@@ -25,6 +26,7 @@ mod upstream;
 #[cfg(test)]
 mod tests;
 
+pub use chaos::{Identity, chaos_reply};
 pub use query::{ClientEdns, Query, QueryError, error_reply, parse_query};
 pub use reply::{Client, TtlRewrite, write_reply};
 pub use response::{Analysis, Kind, Layout, WireError, normalize_response};
