@@ -58,10 +58,12 @@ fn write_config(dir: &TempDir, listen: SocketAddr, upstreams: &[SocketAddr]) -> 
 }
 
 async fn doctor(config: &PathBuf, extra: &[&str]) -> Run {
+    // Run in the config's directory, so the report names the file as an operator would.
     let mut command = Command::new(env!("CARGO_BIN_EXE_nodedns"));
     command
+        .current_dir(config.parent().unwrap())
         .arg("--config")
-        .arg(config)
+        .arg(config.file_name().unwrap())
         .arg("doctor")
         .args(extra);
     tokio::task::spawn_blocking(move || {
@@ -130,6 +132,10 @@ async fn a_blackholed_upstream_fails_its_line_with_timeout() {
     let config = write_config(&dir, ns.addr, &ups);
 
     let run = doctor(&config, &["--name", NAME]).await;
+    // The runbook in docs/operations.md shows this run's output.
+    if std::env::var_os("NODEDNS_SHOW_DOCTOR").is_some() {
+        println!("{}", run.stdout);
+    }
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     for proto in ["udp", "tcp"] {
         let line = run
