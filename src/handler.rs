@@ -68,8 +68,6 @@ struct Routing {
     udp_cap: u16,
     stale_client_timeout: Duration,
     prefetch: bool,
-    /// What CHAOS `version.bind` and `id.server` answer.
-    identity: wire::Identity,
 }
 
 impl Routing {
@@ -88,7 +86,6 @@ impl Routing {
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
-            identity: identity(),
         }
     }
 }
@@ -100,6 +97,8 @@ pub struct Handler {
     coalescer: Coalescer<Arc<Outcome>>,
     upstreams: Mutex<UpstreamSet>,
     stats: Arc<Stats>,
+    /// What CHAOS `version.bind` and `id.server` answer; fixed for the process's life.
+    identity: wire::Identity,
 }
 
 impl Handler {
@@ -112,6 +111,7 @@ impl Handler {
             coalescer: Coalescer::new(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key),
             upstreams: Mutex::new(upstreams),
             stats,
+            identity: identity(),
         }
     }
 
