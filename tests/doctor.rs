@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ fn write_config(dir: &TempDir, listen: SocketAddr, upstreams: &[SocketAddr]) -> 
     path
 }
 
-async fn doctor(config: &PathBuf, extra: &[&str]) -> Run {
+async fn doctor(config: &Path, extra: &[&str]) -> Run {
     // Run in the config's directory, so the report names the file as an operator would.
     let mut command = Command::new(env!("CARGO_BIN_EXE_nodedns"));
     command
