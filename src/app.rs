@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::listener::{self, tcp};
+use crate::netsetup::Keeper;
 use crate::reload::{self, Control, Source};
 use crate::snapshot;
 use crate::stats::{Stats, inc};
@@ -346,8 +347,13 @@ pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
     rt.block_on(async {
         let server = Server::bind(&cfg)?.with_source(source, reload::WATCH_INTERVAL);
         forward_sighup(server.control())?;
+        // After binding (IP_FREEBIND makes the order free), before serving.
+        let interface = Keeper::start(&cfg.interface, &server.local_addrs()).await?;
         let shutdown = signal()?;
         server.run(shutdown).await;
+        if let Some(interface) = interface {
+            interface.stop().await;
+        }
         Ok(())
     })
 }

@@ -16,6 +16,7 @@
 //! - [`coalesce`]: one upstream query per identical in-flight miss.
 //! - [`zones`]: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`forward`]: the failover loop, upstream health, policies, UDP/TCP exchanges.
+//! - [`netsetup`]: Kubernetes node mode: the link carrying the listen IPs, NOTRACK rules.
 //! - [`reload`]: where the config comes from, watching it, asking for a reload.
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
 //! - [`doctor`]: `nodedns doctor`, the troubleshooting checklist run against a live node.
@@ -32,6 +33,7 @@ pub mod doctor;
 pub mod forward;
 pub mod handler;
 pub mod listener;
+pub mod netsetup;
 pub mod reload;
 pub mod snapshot;
 pub mod stats;

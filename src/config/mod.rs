@@ -61,6 +61,9 @@ pub struct Interface {
     pub manage: bool,
     /// The link's name, at most 15 bytes (default `nodedns`).
     pub name: String,
+    /// Existing link that carries the addresses when the kernel has no dummy driver (default
+    /// `lo`); empty makes that a start-up error.
+    pub fallback: String,
     /// Add NOTRACK rules for DNS to and from the listen IPs (default false).
     pub notrack: bool,
     /// Link, addresses and rules are re-checked this often (default `60s`).

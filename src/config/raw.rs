@@ -41,6 +41,7 @@ pub struct RawListen {
 pub struct RawInterface {
     pub manage: Option<bool>,
     pub name: Opt<String>,
+    pub fallback: Opt<String>,
     pub notrack: Option<bool>,
     pub check_interval: Opt<Scalar>,
     pub teardown_on_exit: Option<bool>,

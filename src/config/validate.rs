@@ -139,10 +139,20 @@ fn interface(c: &mut Check<'_>, raw: &RawInterface) -> Option<Interface> {
         );
         c.error(name.span.clone(), &name.key, reason);
     }
+    let fallback = c.plain("interface.fallback", &raw.fallback, "lo".to_owned());
+    let fallback_ok = fallback.value.is_empty() || valid_interface_name(&fallback.value);
+    if !fallback_ok {
+        let reason = format!(
+            "`{}` is not an interface name (or \"\" for no fallback): 1 to 15 letters, digits, `-`, `_` or `.`",
+            fallback.value
+        );
+        c.error(fallback.span.clone(), &fallback.key, reason);
+    }
     let check_interval = c.positive("interface.check_interval", &raw.check_interval, 60 * SECOND);
     Some(Interface {
         manage: raw.manage.unwrap_or(false),
         name: name_ok.then_some(name.value)?,
+        fallback: fallback_ok.then_some(fallback.value)?,
         notrack: raw.notrack.unwrap_or(false),
         check_interval: check_interval?.value,
         teardown_on_exit: raw.teardown_on_exit.unwrap_or(false),

@@ -80,8 +80,12 @@ fn omitted_keys_take_their_documented_defaults() {
         (false, false, false)
     );
     assert_eq!(
-        (interface.name.as_str(), interface.check_interval),
-        ("nodedns", secs(60))
+        (
+            interface.name.as_str(),
+            interface.fallback.as_str(),
+            interface.check_interval
+        ),
+        ("nodedns", "lo", secs(60))
     );
     let cache = &config.cache;
     assert_eq!(

@@ -130,3 +130,12 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn interface_fallback_is_a_link_name_or_empty() {
+    let with = |v: &str| parse_str(&format!("[interface]\nfallback = {v:?}\n{ZONE}"), "t");
+    assert_eq!(with("eth0").unwrap().interface.fallback, "eth0");
+    assert_eq!(with("").unwrap().interface.fallback, "");
+    let diags = errors(&format!("[interface]\nfallback = \"no such/link\"\n{ZONE}"));
+    assert_eq!(diags[0].key, "interface.fallback", "{diags:?}");
+}
