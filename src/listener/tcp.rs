@@ -6,6 +6,13 @@
 //! can be closes the connection: the stream can no longer be trusted to be in sync. Idle
 //! connections close after `tcp_idle_timeout`; connections beyond `tcp_max_connections`
 //! are closed on accept.
+//!
+//! On shutdown nothing a client already sent is dropped: connections the kernel completed
+//! but nobody accepted yet are accepted before the listener closes (closing would reset
+//! them), and open connections go on answering until they have been idle for
+//! [`SHUTDOWN_IDLE`], so a query written just before the signal still gets its answer.
+//! A handshake that completes between that last accept and the close is still reset unless
+//! the node sets `net.ipv4.tcp_migrate_req = 1`, which moves it to the successor's listener.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +33,15 @@ use crate::wire;
 /// options (and perhaps a TSIG, which we ignore); nothing legitimate comes near this.
 pub const MAX_QUERY_FRAME: usize = 4096;
 
+/// After shutdown, a connection closes once no query arrived for this long.
+pub const SHUTDOWN_IDLE: Duration = Duration::from_millis(500);
+
+/// After shutdown, the listener closes once no connection was waiting for this long.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Connections accepted at most after shutdown (the listen backlog).
+const SHUTDOWN_ACCEPT_MAX: usize = 1024;
+
 /// Limits for client TCP.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -43,15 +59,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+    let spawn = |stream: TcpStream| {
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             handler.stats().dropped_one(DropReason::TcpConnections);
-            continue; // dropping the stream closes it
+            return; // dropping the stream closes it
         };
         let (handler, shutdown, tasks2) = (handler.clone(), shutdown.clone(), tasks.clone());
         tasks.spawn(async move {
@@ -66,6 +77,27 @@ pub async fn serve(
                 .fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        if let Ok((stream, _)) = accepted {
+            spawn(stream);
+        }
+    }
+    // Connections the kernel already completed are taken before the listener closes. The
+    // short wait (rather than one non-blocking try) lets the reactor see a connection whose
+    // readiness event it has not processed yet; the count bounds it while the listener, still
+    // in the SO_REUSEPORT group, keeps getting new ones.
+    for _ in 0..SHUTDOWN_ACCEPT_MAX {
+        match tokio::time::timeout(SHUTDOWN_POLL, listener.accept()).await {
+            Ok(Ok((stream, _))) => spawn(stream),
+            Ok(Err(_)) => {}
+            Err(_) => break,
+        }
     }
 }
 
@@ -83,10 +115,18 @@ async fn connection(
     let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
     let mut rd = BufReader::new(rd);
     let mut out = Vec::new();
+    let (mut idle, mut draining) = (limits.idle_timeout, false);
     loop {
+        let read = tokio::time::timeout(idle, read_frame(&mut rd));
+        tokio::pin!(read);
         let frame = tokio::select! {
-            f = tokio::time::timeout(limits.idle_timeout, read_frame(&mut rd)) => f,
-            _ = shutdown.cancelled() => break,
+            f = &mut read => f,
+            // The frame being read is not abandoned (that would lose it, or desynchronise
+            // the stream): it gets SHUTDOWN_IDLE more, and so does each one after it.
+            _ = shutdown.cancelled(), if !draining => {
+                (idle, draining) = (SHUTDOWN_IDLE, true);
+                tokio::time::timeout(SHUTDOWN_IDLE, &mut read).await.and_then(|f| f)
+            }
         };
         let frame = match frame {
             Ok(Ok(frame)) => frame,
