@@ -12,6 +12,8 @@
 mod clients;
 #[path = "netns/process.rs"]
 mod process;
+#[path = "netns/rollout.rs"]
+mod rollout;
 #[path = "netns/topology.rs"]
 mod topology;
 #[path = "netns/underlay.rs"]
@@ -69,6 +71,17 @@ fn report(line: &str) {
 /// Builds the topology for one test and proves the split (the pod reaches only
 /// the node); `None` (after a skip line) when not root and not required.
 fn start(test: &str, ndots: u8) -> Option<Topology> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let net = Topology::build(ndots, env!("CARGO_BIN_EXE_nodedns"), CONFIG);
+    assert_pod_reaches_only_the_node(&net);
+    Some(net)
+}
+
+/// Whether the test can run (root); otherwise prints the skip line once, or
+/// fails when `NODEDNS_NETNS_REQUIRED=1`.
+fn root_or_skip(test: &str) -> bool {
     if !is_root() {
         let required = std::env::var("NODEDNS_NETNS_REQUIRED").is_ok_and(|v| v == "1");
         assert!(
@@ -79,11 +92,9 @@ fn start(test: &str, ndots: u8) -> Option<Topology> {
         SKIP_NOTICE.call_once(|| {
             report("SKIP netns: not root, network namespace tests not run (see docs/testing.md)");
         });
-        return None;
+        return false;
     }
-    let net = Topology::build(ndots, env!("CARGO_BIN_EXE_nodedns"), CONFIG);
-    assert_pod_reaches_only_the_node(&net);
-    Some(net)
+    true
 }
 
 /// From the pod a query straight to either underlay resolver fails; from the

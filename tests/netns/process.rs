@@ -146,6 +146,23 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM to the process itself (`ip netns exec` execs it, so the
+    /// child is the daemon) and waits up to `limit` for it to exit; `None` when
+    /// it is still running then.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The last `max` bytes of the daemon's log, for failure messages.
     pub fn log_tail(&self, max: usize) -> String {
         let mut text = String::new();

@@ -202,6 +202,16 @@ impl Topology {
         }
     }
 
+    /// The forwarder's config file, for a second forwarder started beside it.
+    pub fn forwarder_config(&self) -> PathBuf {
+        self.dir.path().join("nodedns.toml")
+    }
+
+    /// Hands the running forwarder to the caller (a rollout test stops it).
+    pub fn take_forwarder(&mut self) -> Option<Daemon> {
+        self.forwarder.take()
+    }
+
     /// Whether the forwarder is still running (it must survive every test).
     pub fn forwarder_running(&mut self) -> bool {
         self.forwarder.as_mut().is_some_and(Daemon::is_running)
