@@ -5,8 +5,11 @@
 //! served, so a start-up failure leaves nothing half running. [`Server::run`] serves until
 //! its shutdown future completes, applying reloads asked for through [`Control`] or noticed
 //! by the file watch; then it stops accepting, lets in-flight queries finish for
-//! `drain_timeout`, and writes the snapshot. Tests call `bind` and `run` in-process;
-//! [`run_blocking`] is what the binary calls.
+//! `drain_timeout`, and writes the snapshot. Tests call `bind` and `run` in-process, where
+//! everything runs on the caller's runtime; [`run_blocking`] is what the binary calls: the
+//! caller's thread runs TCP, reloads and signals, and each worker gets an OS thread with its
+//! own single-threaded runtime that owns the worker's UDP sockets and the misses they start,
+//! so a cache hit never wakes another thread (DESIGN.md §2).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +40,8 @@ const PORT_ZERO_TRIES: usize = 8;
 /// The sockets of one configured listen address.
 struct Bound {
     local: SocketAddr,
-    udp: Vec<Arc<UdpSocket>>,
+    /// One per worker; registered with a runtime by the worker that serves it.
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
@@ -59,6 +63,8 @@ pub struct Server {
         mpsc::Receiver<reload::Request>,
     ),
     local: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Runtimes of the worker threads, by worker; empty: UDP is served on the caller's.
+    worker_rts: Vec<tokio::runtime::Handle>,
 }
 
 impl Server {
@@ -88,6 +94,7 @@ impl Server {
             watch_interval: reload::WATCH_INTERVAL,
             requests: mpsc::channel(4),
             local: Arc::new(Mutex::new(local)),
+            worker_rts: Vec::new(),
         })
     }
 
@@ -179,9 +186,19 @@ impl Server {
             idle_timeout: l.tcp_idle_timeout,
             max_pipelined: l.tcp_max_pipelined,
         };
-        for sock in bound.udp {
+        for (i, sock) in bound.udp.into_iter().enumerate() {
             let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
-            tasks.spawn(listener::udp::serve(sock, h, c, t));
+            // Registered inside the task, so with the reactor of the runtime that serves it.
+            let serve = async move {
+                match tokio::net::UdpSocket::from_std(sock) {
+                    Ok(sock) => listener::udp::serve(Arc::new(sock), h, c, t).await,
+                    Err(e) => tracing::error!(error = %e, "registering a UDP socket failed"),
+                }
+            };
+            match self.worker_rts.get(i) {
+                Some(rt) => tasks.spawn_on(serve, rt),
+                None => tasks.spawn(serve),
+            };
         }
         let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
         tasks.spawn(tcp::serve(bound.tcp, h, limits, conns.clone(), c, t));
@@ -316,15 +333,15 @@ fn bind_address(addr: SocketAddr, workers: usize) -> anyhow::Result<Bound> {
     let tries = if addr.port() == 0 { PORT_ZERO_TRIES } else { 1 };
     let mut last_err = None;
     for _ in 0..tries {
-        let first = listener::bind_udp(addr).with_context(|| format!("binding UDP {addr}"))?;
+        let first = listener::bind_udp_std(addr).with_context(|| format!("binding UDP {addr}"))?;
         let local = first.local_addr()?;
         match listener::bind_tcp(local) {
             Ok(tcp) => {
-                let mut udp = vec![Arc::new(first)];
+                let mut udp = vec![first];
                 for _ in 1..workers {
-                    let sock = listener::bind_udp(local)
+                    let sock = listener::bind_udp_std(local)
                         .with_context(|| format!("binding UDP {local}"))?;
-                    udp.push(Arc::new(sock));
+                    udp.push(sock);
                 }
                 return Ok(Bound { local, udp, tcp });
             }
@@ -338,24 +355,65 @@ fn bind_address(addr: SocketAddr, workers: usize) -> anyhow::Result<Bound> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP: the binary's main loop.
+/// The calling thread is the control thread; each worker gets its own thread and runtime.
 pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_count(&cfg))
+    let stop = CancellationToken::new();
+    let mut threads = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..worker_count(&cfg) {
+        let (handle, thread) = match start_worker(i, stop.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                stop.cancel();
+                return Err(e);
+            }
+        };
+        handles.push(handle);
+        threads.push(thread);
+    }
+    let served = current_thread_runtime().and_then(|rt| {
+        rt.block_on(async {
+            let mut server = Server::bind(&cfg)?.with_source(source, reload::WATCH_INTERVAL);
+            server.worker_rts = handles;
+            forward_sighup(server.control())?;
+            // After binding (IP_FREEBIND makes the order free), before serving.
+            let interface = Keeper::start(&cfg.interface, &server.local_addrs()).await?;
+            let shutdown = signal()?;
+            server.run(shutdown).await;
+            if let Some(interface) = interface {
+                interface.stop().await;
+            }
+            Ok(())
+        })
+    });
+    // `run` has drained the workers' tasks (or its grace ran out): stop their runtimes.
+    stop.cancel();
+    for t in threads {
+        let _ = t.join();
+    }
+    served
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    rt.block_on(async {
-        let server = Server::bind(&cfg)?.with_source(source, reload::WATCH_INTERVAL);
-        forward_sighup(server.control())?;
-        // After binding (IP_FREEBIND makes the order free), before serving.
-        let interface = Keeper::start(&cfg.interface, &server.local_addrs()).await?;
-        let shutdown = signal()?;
-        server.run(shutdown).await;
-        if let Some(interface) = interface {
-            interface.stop().await;
-        }
-        Ok(())
-    })
+        .context("starting a runtime")
+}
+
+/// Starts worker `index`: a thread driving its own runtime until `stop`. Work arrives
+/// through the returned handle.
+fn start_worker(
+    index: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
+    let rt = current_thread_runtime()?;
+    let handle = rt.handle().clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("nodedns-w{index}"))
+        .spawn(move || rt.block_on(stop.cancelled()))
+        .context("starting a worker thread")?;
+    Ok((handle, thread))
 }
 
 /// Turns every SIGHUP into a reload request.

@@ -6,6 +6,9 @@
 //! so they always leave from the address the client asked. What to answer is
 //! [`crate::handler`]'s job.
 
+// The crate's only unsafe code: the batched syscalls, each block with its SAFETY note.
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod tcp;
 pub mod udp;
 
@@ -32,13 +35,19 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// A UDP socket on `addr` that shares the address with its siblings.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// A non-blocking UDP socket on `addr` that shares the address with its siblings, not yet
+/// registered with any runtime (each worker registers its own with its runtime).
+pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let sock = socket(addr, Type::DGRAM, Protocol::UDP)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = sock.set_recv_buffer_size(UDP_RCVBUF);
     sock.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(sock.into())
+    Ok(sock.into())
+}
+
+/// [`bind_udp_std`], registered with the current tokio runtime.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::from_std(bind_udp_std(addr)?)
 }
 
 /// A TCP listener on `addr` that shares the address with its siblings.

@@ -1,8 +1,10 @@
 //! The UDP serving loop: one per socket, several sockets per address (one per worker).
 //!
-//! Cache hits and malformed queries are answered inline, with one receive buffer and one
-//! reply buffer reused for every packet. Misses are handed to a task that replies from the
-//! same socket when the upstream answer arrives.
+//! Each wake-up drains the socket in batches: one `recvmmsg` reads up to
+//! [`sys::BATCH`] queries, cache hits and malformed queries are answered inline into
+//! preallocated reply buffers, and all of a batch's replies leave in one `sendmmsg`. Nothing
+//! is allocated and nothing is awaited for a hit. Misses are handed to a task (on the same
+//! runtime) that replies from the same socket when the upstream answer arrives.
 //!
 //! On shutdown the socket is connected to its own address before it is given up: the kernel's
 //! `SO_REUSEPORT` selection skips connected sockets, so from then on every new query goes to
@@ -12,19 +14,24 @@
 //! share of new queries it would never answer. Misses still in flight reply from the same
 //! socket afterwards: a connected UDP socket may still `sendto` any address on Linux.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::sys::{RecvBatch, SendBatch};
 use crate::handler::{Fast, Handler, Proto};
 use crate::stats::DropReason;
 
-/// Largest datagram read; anything longer is cut by the kernel and fails parsing.
-const RECV_BUF: usize = 4096;
+/// Batches served back to back before the loop yields, so misses' tasks on the same
+/// runtime still run under a flood.
+const BATCHES_PER_YIELD: usize = 16;
 
 /// Queued datagrams answered at most after shutdown; the receive buffer bounds the queue to
 /// far fewer, this only bounds the loop.
@@ -42,22 +49,49 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut out = Vec::with_capacity(RECV_BUF);
+    let mut rx = RecvBatch::new();
+    let mut tx = SendBatch::new();
     loop {
-        let received = tokio::select! {
-            r = sock.recv_from(&mut buf) => r,
+        let ready = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
+            r = sock.readable() => r,
         };
-        match received {
-            Ok((n, src)) => {
-                let pkt = buf.get(..n).unwrap_or_default();
-                answer(&sock, &handler, &tasks, pkt, src, &mut out).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+        if let Err(e) = ready {
+            tracing::warn!(error = %e, "udp socket failed");
+            return;
         }
+        drain(&sock, &handler, &tasks, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
+        tokio::task::yield_now().await;
     }
-    retire(&sock, &handler, &tasks, &mut buf, &mut out).await;
+    retire(&sock, &handler, &tasks, &mut rx, &mut tx).await;
+}
+
+/// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read.
+async fn drain(
+    sock: &Arc<UdpSocket>,
+    handler: &Arc<Handler>,
+    tasks: &TaskTracker,
+    rx: &mut RecvBatch,
+    tx: &mut SendBatch,
+    max_batches: usize,
+) -> usize {
+    let mut read = 0;
+    for _ in 0..max_batches {
+        match sock.try_io(Interest::READABLE, || rx.recv(sock.as_fd())) {
+            Ok(n) => read += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                break;
+            }
+        }
+        for (pkt, src) in rx.packets() {
+            handle(sock, pkt, src, handler, tasks, tx);
+        }
+        flush(sock, tx, handler).await;
+    }
+    read
 }
 
 /// Stops new queries from arriving on `sock` (see the module doc), then answers the ones
@@ -66,8 +100,8 @@ async fn retire(
     sock: &Arc<UdpSocket>,
     handler: &Arc<Handler>,
     tasks: &TaskTracker,
-    buf: &mut [u8],
-    out: &mut Vec<u8>,
+    rx: &mut RecvBatch,
+    tx: &mut SendBatch,
 ) {
     let connected = match sock.local_addr() {
         Ok(local) => sock.connect(local).await,
@@ -77,33 +111,42 @@ async fn retire(
         tracing::warn!(error = %e, "could not retire a UDP socket; queries queued on it are lost");
         return;
     }
+    let mut answered = 0;
+    // Bounded in rounds as well as datagrams: a round may read nothing.
     for _ in 0..RETIRE_MAX {
-        match tokio::time::timeout(RETIRE_POLL, sock.recv_from(buf)).await {
-            Ok(Ok((n, src))) => {
-                let pkt = buf.get(..n).unwrap_or_default();
-                answer(sock, handler, tasks, pkt, src, out).await;
+        if answered >= RETIRE_MAX {
+            return;
+        }
+        match tokio::time::timeout(RETIRE_POLL, sock.readable()).await {
+            Ok(Ok(())) => answered += drain(sock, handler, tasks, rx, tx, 1).await,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "udp socket failed while retiring");
+                return;
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "udp receive failed"),
             Err(_) => return,
         }
     }
 }
 
-/// Answers one datagram: inline when the cache or a refusal can, else from a task.
-async fn answer(
+/// One query of a batch: a reply is queued in `tx`, a miss goes to a task.
+fn handle(
     sock: &Arc<UdpSocket>,
+    pkt: &[u8],
+    src: Option<SocketAddr>,
     handler: &Arc<Handler>,
     tasks: &TaskTracker,
-    pkt: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
+    tx: &mut SendBatch,
 ) {
     // A reply to port 0 cannot be delivered, and answering it would only reflect.
-    if src.port() == 0 {
+    let Some(src) = src.filter(|s| s.port() != 0) else {
         return;
-    }
+    };
+    let Some(out) = tx.next_buf() else {
+        handler.stats().dropped_one(DropReason::Send);
+        return;
+    };
     match handler.fast(pkt, Proto::Udp, out) {
-        Fast::Reply => send(sock, out, src, handler).await,
+        Fast::Reply => tx.commit(src),
         Fast::Drop => {}
         Fast::Slow => {
             let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
@@ -116,9 +159,36 @@ async fn answer(
     }
 }
 
+/// Sends a batch's replies in as few `sendmmsg` calls as the kernel allows. On a full socket
+/// buffer it waits for room once, then drops (and counts) what is left: a client retries,
+/// and a loop stuck on one slow batch would stop reading everyone else's queries.
+async fn flush(sock: &UdpSocket, tx: &mut SendBatch, handler: &Handler) {
+    let mut waited = false;
+    while tx.pending() > 0 {
+        match sock.try_io(Interest::WRITABLE, || tx.send(sock.as_fd())) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !waited => {
+                waited = true;
+                if sock.writable().await.is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => {
+                handler.stats().dropped_one(DropReason::Send);
+                tx.skip_one();
+            }
+        }
+    }
+    for _ in 0..tx.pending() {
+        handler.stats().dropped_one(DropReason::Send);
+    }
+    tx.clear();
+}
+
 async fn send(sock: &UdpSocket, reply: &[u8], dst: SocketAddr, handler: &Handler) {
     let sent = match sock.try_send_to(reply, dst) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(reply, dst).await,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => sock.send_to(reply, dst).await,
         r => r,
     };
     if sent.is_err() {

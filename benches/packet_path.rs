@@ -1,0 +1,158 @@
+//! The UDP cache-hit path in pieces, as `Handler::fast` runs it for every packet: parse the
+//! query, build its cache key, and the whole hit (parse, key, cache lookup, patched copy of
+//! the stored reply) at 1k and 1M cached names. Counters and I/O are left out: the load
+//! benchmark (`benches/load.sh`) measures those.
+//!
+//! Queries are `h<6 digits>.bench. A IN` with an EDNS OPT (bufsize 1232), as a stub
+//! resolver sends them; the stored reply has one A record and our OPT. Names are visited in
+//! a strided order so the 1M case pays the CPU cache misses a real hit would. Criterion's
+//! "time" line is the cost of one operation.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nodedns::cache::{Cache, Limits, Lookup, TtlPolicy};
+use nodedns::wire::{self, Client, normalize_response, parse_query, write_reply};
+use tokio::time::Instant;
+
+/// Question bytes of name `i`: `h<6 digits>.bench.`, type A, class IN.
+fn question(i: usize) -> Vec<u8> {
+    let mut q = vec![7u8];
+    q.extend_from_slice(format!("h{:06}", i % 1_000_000).as_bytes());
+    q.push(5);
+    q.extend_from_slice(b"bench");
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// An OPT record: root name, type 41, the UDP size, no extended flags, no options.
+const OPT: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+
+/// A recursive query for name `i` with EDNS.
+fn query(i: usize) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(&question(i));
+    q.extend_from_slice(&OPT);
+    q
+}
+
+/// An upstream answer for name `i`: one A record (TTL 300) and an OPT.
+fn response(i: usize) -> Vec<u8> {
+    let mut r = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 1];
+    r.extend_from_slice(&question(i));
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4, 10, 0]);
+    r.extend_from_slice(&[(i >> 8) as u8, i as u8]);
+    r.extend_from_slice(&OPT);
+    r
+}
+
+fn parse_and_key(c: &mut Criterion) {
+    let pkt = query(42);
+    let mut group = c.benchmark_group("wire");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_query", |b| {
+        b.iter(|| black_box(parse_query(black_box(&pkt)).is_ok()))
+    });
+    let q = parse_query(&pkt).expect("the bench query parses");
+    group.bench_function("cache_key", |b| {
+        let mut buf = [0u8; wire::MAX_KEY];
+        b.iter(|| black_box(black_box(&q).cache_key(&mut buf).len()))
+    });
+    group.finish();
+}
+
+/// A cache holding `n` names, and their queries laid end to end (all the same length).
+fn filled(n: usize) -> (Cache, Vec<u8>, usize) {
+    let cache = Cache::new(Limits {
+        max_entries: 2 * n, // room for shard skew
+        max_bytes: usize::MAX,
+        stale_max: Duration::ZERO,
+    });
+    let policy = TtlPolicy {
+        min_ttl: 0,
+        max_ttl: 86_400,
+        negative_max_ttl: 3_600,
+        servfail_ttl: 0,
+    };
+    let now = Instant::now();
+    let (mut queries, mut stored, mut keybuf) = (Vec::new(), Vec::new(), [0u8; wire::MAX_KEY]);
+    for i in 0..n {
+        let pkt = query(i);
+        let q = parse_query(&pkt).expect("the bench query parses");
+        let (analysis, layout) =
+            normalize_response(&response(i), &mut stored).expect("the bench reply parses");
+        let key = q.cache_key(&mut keybuf);
+        cache.insert(key, stored.clone(), &analysis, layout, &policy, now);
+        queries.extend_from_slice(&pkt);
+    }
+    assert_eq!(
+        cache.len(),
+        n,
+        "the cache must hold every name for a pure-hit bench"
+    );
+    (cache, queries, query(0).len())
+}
+
+/// One hit as the fast path serves it; returns the reply length.
+fn hit(cache: &Cache, pkt: &[u8], out: &mut Vec<u8>) -> usize {
+    let Ok(q) = parse_query(pkt) else { return 0 };
+    let mut keybuf = [0u8; wire::MAX_KEY];
+    let key = q.cache_key(&mut keybuf);
+    let Lookup::Fresh { entry, age } = cache.lookup(key, Instant::now()) else {
+        return 0;
+    };
+    let client = Client {
+        id: q.header.id,
+        question: q.question,
+        has_edns: q.edns.is_some(),
+        max_len: q.udp_limit(wire::EDNS_UDP_SIZE),
+    };
+    write_reply(
+        &entry.response,
+        &entry.layout,
+        &client,
+        entry.ttl_rewrite(age),
+        out,
+    );
+    out.len()
+}
+
+fn hit_with_patching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cache_hit_patch");
+    group.throughput(Throughput::Elements(1));
+    for n in [1_000usize, 1_000_000] {
+        let (cache, queries, len) = filled(n);
+        let mut out = Vec::with_capacity(4096);
+        assert!(
+            hit(&cache, &queries[..len], &mut out) > 0,
+            "a hit writes a reply"
+        );
+        // A stride coprime with n (neither 2 nor 5 divides it) visits every name.
+        let stride = 7_919 % n;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i += stride;
+                if i >= n {
+                    i -= n;
+                }
+                black_box(hit(
+                    &cache,
+                    black_box(&queries[i * len..(i + 1) * len]),
+                    &mut out,
+                ))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = parse_and_key, hit_with_patching
+}
+criterion_main!(benches);

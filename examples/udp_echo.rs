@@ -1,0 +1,59 @@
+//! The kernel floor for the load benchmark (`benches/load.sh`): a batched UDP echo.
+//!
+//! It serves one socket with the same I/O as nodedns's UDP loop (tokio readiness on a
+//! single-threaded runtime, `recvmmsg`/`sendmmsg` through `nodedns::listener::sys`) and
+//! does no DNS work at all: each datagram goes back with the QR bit set, so a DNS load
+//! generator counts it as an answer. Whatever nodedns costs beyond this is its own.
+//!
+//! Usage: `udp_echo ADDR:PORT`; runs until killed.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+
+use nodedns::listener::sys::{RecvBatch, SendBatch};
+use tokio::io::Interest;
+
+fn main() -> anyhow::Result<()> {
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:5300".to_string())
+        .parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sock = nodedns::listener::bind_udp(addr)?;
+        let mut rx = RecvBatch::new();
+        let mut tx = SendBatch::new();
+        loop {
+            sock.readable().await?;
+            loop {
+                match sock.try_io(Interest::READABLE, || rx.recv(sock.as_fd())) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+                for (pkt, src) in rx.packets() {
+                    let (Some(src), Some(out)) = (src, tx.next_buf()) else {
+                        continue;
+                    };
+                    out.clear();
+                    out.extend_from_slice(pkt);
+                    if let Some(flags) = out.get_mut(2) {
+                        *flags |= 0x80;
+                    }
+                    tx.commit(src);
+                }
+                while tx.pending() > 0 {
+                    match sock.try_io(Interest::WRITABLE, || tx.send(sock.as_fd())) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => tx.skip_one(),
+                    }
+                }
+                tx.clear();
+            }
+        }
+    })
+}

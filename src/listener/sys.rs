@@ -1,0 +1,323 @@
+//! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` behind a safe interface.
+//!
+//! This is the crate's only `unsafe` code. It owns the preallocated buffers of one socket
+//! loop: [`RecvBatch`] holds [`BATCH`] receive buffers and their source addresses,
+//! [`SendBatch`] holds up to [`BATCH`] replies and their destinations. Both calls are
+//! non-blocking (`MSG_DONTWAIT`) so the caller can drive them from tokio's readiness
+//! (`readable().await`, then `try_io` until `WouldBlock`). The `mmsghdr`/`iovec` arrays that
+//! point into the buffers are rebuilt on the stack for each call: the structs hold no raw
+//! pointers, so they are `Send` and cannot dangle when moved.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use libc::{c_int, c_uint, iovec, mmsghdr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
+
+/// Datagrams moved per system call.
+pub const BATCH: usize = 32;
+/// Largest datagram read; anything longer is cut by the kernel (and then fails parsing).
+pub const DATAGRAM: usize = 4096;
+
+const STORAGE_LEN: socklen_t = size_of::<sockaddr_storage>() as socklen_t;
+
+fn zeroed_storage() -> sockaddr_storage {
+    // SAFETY: `sockaddr_storage` is plain old data (integers and byte arrays); all-zero is a
+    // valid value (family AF_UNSPEC).
+    unsafe { zeroed() }
+}
+
+/// Headers for one call: zeroed, then pointed at the caller's buffers.
+fn zeroed_headers() -> ([iovec; BATCH], [mmsghdr; BATCH]) {
+    // SAFETY: `iovec` and `mmsghdr` are plain C structs of integers and raw pointers; all-zero
+    // (null pointers, zero lengths) is a valid value. Every entry handed to the kernel is
+    // filled in before the call.
+    unsafe { (zeroed(), zeroed()) }
+}
+
+/// Receive side: [`BATCH`] buffers of [`DATAGRAM`] bytes, allocated once.
+pub struct RecvBatch {
+    bufs: Box<[[u8; DATAGRAM]]>,
+    addrs: Box<[sockaddr_storage]>,
+    addr_lens: [socklen_t; BATCH],
+    lens: [usize; BATCH],
+    count: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch::new()
+    }
+}
+
+impl RecvBatch {
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![[0u8; DATAGRAM]; BATCH].into_boxed_slice(),
+            addrs: vec![zeroed_storage(); BATCH].into_boxed_slice(),
+            addr_lens: [0; BATCH],
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Reads up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is queued.
+    /// Returns how many were read; they are then available from [`RecvBatch::packets`].
+    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.count = 0;
+        let (mut iovs, mut hdrs) = zeroed_headers();
+        for (iov, buf) in iovs.iter_mut().zip(self.bufs.iter_mut()) {
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = DATAGRAM;
+        }
+        for ((hdr, iov), addr) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(self.addrs.iter_mut())
+        {
+            hdr.msg_hdr.msg_name = (addr as *mut sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = STORAGE_LEN;
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each header points at one iovec and one sockaddr_storage that live until
+        // the call returns (this frame and `self`, borrowed mutably), with their true lengths;
+        // each iovec covers one whole buffer of `self.bufs`. The kernel writes only within
+        // those lengths. `fd` is an open socket for the duration of the borrow.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (i, hdr) in hdrs.iter().enumerate().take(n) {
+            self.lens[i] = (hdr.msg_len as usize).min(DATAGRAM);
+            self.addr_lens[i] = hdr.msg_hdr.msg_namelen;
+        }
+        self.count = n.min(BATCH);
+        Ok(self.count)
+    }
+
+    /// The datagrams of the last [`RecvBatch::recv`], with their source (`None` for a source
+    /// that is neither IPv4 nor IPv6, which cannot be answered).
+    pub fn packets(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> {
+        (0..self.count).map(|i| {
+            let pkt = self.bufs[i].get(..self.lens[i]).unwrap_or_default();
+            (pkt, from_storage(&self.addrs[i], self.addr_lens[i]))
+        })
+    }
+}
+
+/// Send side: up to [`BATCH`] replies, each in a buffer reused from batch to batch.
+pub struct SendBatch {
+    bufs: Vec<Vec<u8>>,
+    dsts: Box<[sockaddr_storage]>,
+    dst_lens: [socklen_t; BATCH],
+    /// Replies queued.
+    len: usize,
+    /// Of those, already handed to the kernel (or skipped).
+    done: usize,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch {
+            bufs: (0..BATCH).map(|_| Vec::with_capacity(DATAGRAM)).collect(),
+            dsts: vec![zeroed_storage(); BATCH].into_boxed_slice(),
+            dst_lens: [0; BATCH],
+            len: 0,
+            done: 0,
+        }
+    }
+
+    /// The buffer for the next reply, `None` when the batch is full. It is queued only by
+    /// [`SendBatch::commit`]; otherwise the next call hands it out again.
+    pub fn next_buf(&mut self) -> Option<&mut Vec<u8>> {
+        self.bufs.get_mut(self.len)
+    }
+
+    /// Queues the buffer last returned by [`SendBatch::next_buf`] for `dst`.
+    pub fn commit(&mut self, dst: SocketAddr) {
+        if self.len < BATCH {
+            self.dst_lens[self.len] = to_storage(dst, &mut self.dsts[self.len]);
+            self.len += 1;
+        }
+    }
+
+    /// Replies queued and not yet sent.
+    pub fn pending(&self) -> usize {
+        self.len - self.done
+    }
+
+    /// Gives up on the first pending reply (it failed for its own reason).
+    pub fn skip_one(&mut self) {
+        self.done = (self.done + 1).min(self.len);
+    }
+
+    /// Forgets every reply, sent or not, for the next batch.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.done = 0;
+    }
+
+    /// Sends the pending replies without blocking; returns how many the kernel took.
+    /// An error concerns the first pending reply: `WouldBlock` (buffer full) or its own.
+    pub fn send(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let pending = self.pending();
+        if pending == 0 {
+            return Ok(0);
+        }
+        let (mut iovs, mut hdrs) = zeroed_headers();
+        let range = self.done..self.len;
+        for (iov, buf) in iovs.iter_mut().zip(&self.bufs[range.clone()]) {
+            iov.iov_base = buf.as_ptr().cast_mut().cast();
+            iov.iov_len = buf.len();
+        }
+        let dsts = self.dsts[range.clone()]
+            .iter_mut()
+            .zip(&self.dst_lens[range]);
+        for ((hdr, iov), (dst, &len)) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(dsts) {
+            hdr.msg_hdr.msg_name = (dst as *mut sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = len;
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the first `pending` headers each point at one iovec (this frame) covering
+        // an initialised reply buffer of `self.bufs`, and at a destination address written by
+        // `to_storage` with its length; all outlive the call. The kernel only reads them
+        // (`iov_base` is cast to `*mut` because the C struct has no const variant). `fd` is an
+        // open socket for the duration of the borrow.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                pending as c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.done = (self.done + n).min(self.len);
+        Ok(n)
+    }
+}
+
+/// Writes `addr` as a C socket address; returns its length.
+fn to_storage(addr: SocketAddr, out: &mut sockaddr_storage) -> socklen_t {
+    *out = zeroed_storage();
+    let ptr: *mut sockaddr_storage = out;
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: `sockaddr_storage` is at least as large and as aligned as any socket
+            // address type (its purpose), and `out` is exclusively borrowed.
+            let sin = unsafe { &mut *ptr.cast::<sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            size_of::<sockaddr_in>() as socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &mut *ptr.cast::<sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<sockaddr_in6>() as socklen_t
+        }
+    }
+}
+
+/// Reads a socket address the kernel wrote; `None` for other families or short lengths.
+fn from_storage(ss: &sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    let ptr: *const sockaddr_storage = ss;
+    match c_int::from(ss.ss_family) {
+        libc::AF_INET if len >= size_of::<sockaddr_in>() => {
+            // SAFETY: the family says the kernel wrote a `sockaddr_in` of full length, and
+            // `sockaddr_storage` is large and aligned enough to hold one.
+            let sin = unsafe { &*ptr.cast::<sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<sockaddr_in6>() => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &*ptr.cast::<sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn addresses_round_trip_through_c_storage() {
+        let v4: SocketAddr = "127.0.0.7:5353".parse().unwrap();
+        let v6: SocketAddr = "[fe80::1%3]:53".parse().unwrap();
+        for addr in [v4, v6] {
+            let mut ss = zeroed_storage();
+            let len = to_storage(addr, &mut ss);
+            assert_eq!(from_storage(&ss, len), Some(addr));
+        }
+    }
+
+    #[test]
+    fn a_batch_of_datagrams_is_received_and_answered_in_one_call_each() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (saddr, caddr) = (server.local_addr().unwrap(), client.local_addr().unwrap());
+        let mut rx = RecvBatch::new();
+        let err = rx.recv(server.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "empty socket");
+        for i in 0..5u8 {
+            client.send_to(&[i; 20], saddr).unwrap();
+        }
+        // Loopback delivers within `send_to`: all five are queued already.
+        assert_eq!(rx.recv(server.as_fd()).unwrap(), 5);
+        let mut tx = SendBatch::new();
+        for (pkt, src) in rx.packets() {
+            assert_eq!(src, Some(caddr));
+            let buf = tx.next_buf().unwrap();
+            buf.clear();
+            buf.extend_from_slice(pkt);
+            buf.push(0xff);
+            tx.commit(caddr);
+        }
+        assert_eq!(tx.send(server.as_fd()).unwrap(), tx.len);
+        assert_eq!(tx.pending(), 0);
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..5u8 {
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(from, saddr);
+            assert_eq!(&buf[..n], [[i; 20].as_slice(), &[0xff]].concat());
+        }
+    }
+}
