@@ -102,13 +102,13 @@ async fn answer(
     if src.port() == 0 {
         return;
     }
-    match handler.fast(pkt, Proto::Udp, out) {
+    match handler.fast(pkt, Proto::Udp, src, out) {
         Fast::Reply => send(sock, out, src, handler).await,
         Fast::Drop => {}
         Fast::Slow => {
             let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
             tasks.spawn(async move {
-                if let Some(reply) = handler.slow(&pkt, Proto::Udp).await {
+                if let Some(reply) = handler.slow(&pkt, Proto::Udp, src).await {
                     send(&sock, &reply, src, &handler).await;
                 }
             });
