@@ -10,6 +10,8 @@
 //! caller's thread runs TCP, reloads and signals, and each worker gets an OS thread with its
 //! own single-threaded runtime that owns the worker's UDP sockets and the misses they start,
 //! so a cache hit never wakes another thread (DESIGN.md §2).
+//! The admin endpoint (`/metrics`, `/health`, `/ready`) is bound with the DNS sockets and says
+//! not-ready as soon as shutdown begins.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,9 +27,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Readiness};
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::listener::{self, tcp};
+use crate::metrics::Metrics;
 use crate::netsetup::Keeper;
 use crate::reload::{self, Control, Source};
 use crate::snapshot;
@@ -65,6 +69,10 @@ pub struct Server {
     local: Arc<Mutex<Vec<SocketAddr>>>,
     /// Runtimes of the worker threads, by worker; empty: UDP is served on the caller's.
     worker_rts: Vec<tokio::runtime::Handle>,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    /// The admin listener and its bound address, when `[admin] address` is set.
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Server {
@@ -76,16 +84,26 @@ impl Server {
         stats
             .last_reload_ok_unix
             .store(unix_now(), Ordering::Relaxed);
-        let handler = Arc::new(Handler::new(cfg, stats));
+        let handler = Arc::new(Handler::new(cfg, stats.clone()));
         let mut bound = Vec::new();
         for &addr in &cfg.listen.addresses {
             bound.push((addr, bind_address(addr, workers)?));
         }
+        let admin = match cfg.admin.address {
+            Some(addr) => {
+                let l = admin::bind(addr).with_context(|| format!("binding admin {addr}"))?;
+                let local = l.local_addr()?;
+                Some((l, local))
+            }
+            None => None,
+        };
+        log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
             restore(&handler, path);
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
         Ok(Server {
+            metrics: Arc::new(Metrics::new(handler.clone())),
             handler,
             bound,
             current: cfg.clone(),
@@ -95,6 +113,8 @@ impl Server {
             requests: mpsc::channel(4),
             local: Arc::new(Mutex::new(local)),
             worker_rts: Vec::new(),
+            ready: Arc::new(Readiness::new(stats)),
+            admin,
         })
     }
 
@@ -113,6 +133,16 @@ impl Server {
 
     pub fn handler(&self) -> &Arc<Handler> {
         &self.handler
+    }
+
+    /// The bound admin address (with the real port where the config said 0), if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The exporter behind `/metrics`, to render without HTTP.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// A handle to ask the running server to reload, and to see its addresses.
@@ -134,6 +164,13 @@ impl Server {
             running.insert(addr, (bound.local, token.clone()));
             self.spawn(bound, &token, &tasks, &conns);
         }
+        let admin_stop = CancellationToken::new();
+        if let Some((l, addr)) = self.admin.take() {
+            tracing::info!(address = %addr, "admin endpoint serving /metrics /health /ready");
+            let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
+            tokio::spawn(admin::serve(l, m, r, s));
+        }
+        self.ready.set_serving();
         tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
         let mut fingerprint = self.fingerprint();
         let mut watch = tokio::time::interval(self.watch_interval);
@@ -159,6 +196,8 @@ impl Server {
                 }
             }
         }
+        // Not ready first, so probes and the rollout move on while in-flight queries finish.
+        self.ready.set_draining();
         let drain = self.current.listen.drain_timeout;
         tracing::info!(grace = ?drain, "shutting down: stopped reading, draining in-flight queries");
         cancel.cancel();
@@ -171,6 +210,7 @@ impl Server {
         if let Some(path) = &self.current.cache.snapshot {
             save(&self.handler, path, self.current.cache.stale_max);
         }
+        admin_stop.cancel();
     }
 
     fn spawn(
@@ -287,6 +327,19 @@ impl Server {
             .collect();
         self.handler.reconfigure(&self.current);
         Ok(())
+    }
+}
+
+/// One line per zone at start-up: what this process forwards where (a reload logs its own).
+fn log_config(cfg: &Config) {
+    for z in &cfg.zones {
+        tracing::info!(
+            zone = %z.name,
+            upstreams = ?z.upstreams,
+            transport = ?z.transport,
+            policy = ?z.policy,
+            "zone configured"
+        );
     }
 }
 

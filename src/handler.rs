@@ -6,6 +6,7 @@
 //! forward with failover, cache, and fall back to a stale answer (RFC 8767) or SERVFAIL.
 //! Listeners own sockets and framing; this module owns the decisions.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,7 +19,8 @@ use crate::cache::{self, Cache, EntryKind, Lookup, TtlPolicy};
 use crate::coalesce::{Coalescer, Completion, Join};
 use crate::config::{self, Config};
 use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
-use crate::stats::{DropReason, Stats, inc};
+use crate::querylog::{self, Sampler, Source};
+use crate::stats::{DropReason, Hot, Stats, ZoneCounters, inc};
 use crate::wire::{self, Query, TtlRewrite};
 use crate::zones::ZoneTable;
 
@@ -47,6 +49,8 @@ const TCP_MAX: usize = 65535;
 struct Zone {
     upstreams: ZoneUpstreams,
     ttl: TtlPolicy,
+    /// Queries routed to this zone (they reached the slow path); kept across reloads.
+    requests: Arc<ZoneCounters>,
 }
 
 /// What a flight to upstream produced, shared by every waiter.
@@ -68,6 +72,7 @@ struct Routing {
     udp_cap: u16,
     stale_client_timeout: Duration,
     prefetch: bool,
+    querylog: Sampler,
 }
 
 impl Routing {
@@ -77,6 +82,7 @@ impl Routing {
             let zone = Zone {
                 upstreams: upstreams.zone(z),
                 ttl: ttl_policy(&z.cache),
+                requests: stats.zone(&z.name),
             };
             zones.insert(&z.name, Arc::new(zone));
         }
@@ -86,6 +92,7 @@ impl Routing {
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
+            querylog: Sampler::new(cfg.log.queries),
         }
     }
 }
@@ -144,10 +151,16 @@ impl Handler {
     }
 
     /// Answers what can be answered without waiting: malformed queries and fresh cache hits.
-    pub fn fast(self: &Arc<Self>, pkt: &[u8], proto: Proto, out: &mut Vec<u8>) -> Fast {
-        inc(match proto {
-            Proto::Udp => &self.stats.requests_udp,
-            Proto::Tcp => &self.stats.requests_tcp,
+    pub fn fast(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        proto: Proto,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        self.stats.inc(match proto {
+            Proto::Udp => Hot::RequestsUdp,
+            Proto::Tcp => Hot::RequestsTcp,
         });
         let q = match wire::parse_query(pkt) {
             Ok(q) => q,
@@ -159,70 +172,82 @@ impl Handler {
         }
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
-        let Lookup::Fresh { entry, age } = self.cache.lookup(key, Instant::now()) else {
+        let now = Instant::now();
+        let Lookup::Fresh { entry, age } = self.cache.lookup(key, now) else {
             return Fast::Slow;
         };
         self.write_hit(&q, proto, &entry, age, out);
-        if self.routing.load().prefetch && entry.record_hit_and_check_prefetch(age) {
-            inc(&self.stats.prefetches);
+        let routing = self.routing.load();
+        if routing.querylog.sample() {
+            querylog::log(client, &q, Source::Cache, out, now);
+        }
+        if routing.prefetch && entry.record_hit_and_check_prefetch(age) {
+            self.stats.inc(Hot::Prefetches);
             self.refresh(&q);
         }
         Fast::Reply
     }
 
     /// Answers a query that needs upstream work. `None` means send nothing.
-    pub async fn slow(self: &Arc<Self>, pkt: &[u8], proto: Proto) -> Option<Vec<u8>> {
+    pub async fn slow(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        proto: Proto,
+        client: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let started = Instant::now();
         let mut out = Vec::new();
+        let (source, q) = self.answer_slow(pkt, proto, &mut out).await?;
+        if self.routing.load().querylog.sample()
+            && let Some(q) = q
+        {
+            querylog::log(client, &q, source, &out, started);
+        }
+        Some(out)
+    }
+
+    /// [`Handler::slow`] without the query log: fills `out` and says where it came from.
+    async fn answer_slow<'p>(
+        self: &Arc<Self>,
+        pkt: &'p [u8],
+        proto: Proto,
+        out: &mut Vec<u8>,
+    ) -> Option<(Source, Option<Query<'p>>)> {
         let q = match wire::parse_query(pkt) {
             Ok(q) => q,
-            Err(e) => return (self.reject(pkt, e, &mut out) == Fast::Reply).then_some(out),
+            Err(e) => {
+                return (self.reject(pkt, e, out) == Fast::Reply).then_some((Source::Local, None));
+            }
         };
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
         let stale = match self.cache.lookup(key, Instant::now()) {
             // Filled by another flight since the fast path looked.
             Lookup::Fresh { entry, age } => {
-                self.write_hit(&q, proto, &entry, age, &mut out);
-                return Some(out);
+                self.write_hit(&q, proto, &entry, age, out);
+                return Some((Source::Cache, Some(q)));
             }
             Lookup::Stale { entry } => Some(entry),
             Lookup::Miss => {
-                inc(&self.stats.cache_misses);
+                self.stats.inc(Hot::CacheMisses);
                 None
             }
         };
         let routing = self.routing.load_full();
         let Some(zone) = routing.zones.route(q.qname()) else {
-            wire::error_reply(pkt, wire::rcode::REFUSED, &mut out);
-            self.count_reply(&out);
-            return Some(out);
+            wire::error_reply(pkt, wire::rcode::REFUSED, out);
+            self.count_reply(out);
+            return Some((Source::Local, Some(q)));
         };
-        let outcome = match self.coalescer.join(key) {
-            Join::Leader(done, waiter) => {
-                self.spawn_flight(zone.clone(), &q, key, stale.is_some(), done);
-                Some(waiter)
-            }
-            Join::Follower(waiter) => {
-                inc(&self.stats.coalesced);
-                Some(waiter)
-            }
-            Join::Overloaded => {
-                inc(&self.stats.overload);
-                None
-            }
-        };
-        let outcome = match (outcome, &stale) {
-            (None, _) => None,
-            // With a stale answer in hand, wait for upstream only as long as a client would
-            // (RFC 8767 §5: the client response timer); the flight goes on in the background
-            // and refreshes the cache when it lands.
-            (Some(w), Some(_)) => tokio::time::timeout(routing.stale_client_timeout, w.wait())
-                .await
-                .ok()
-                .flatten(),
-            (Some(w), None) => w.wait().await,
-        };
-        match (outcome.as_deref(), stale) {
+        inc(match proto {
+            Proto::Udp => &zone.requests.udp,
+            Proto::Tcp => &zone.requests.tcp,
+        });
+        let timeout = routing.stale_client_timeout;
+        let outcome = self
+            .wait_outcome(zone, &q, key, stale.is_some(), timeout)
+            .await;
+        let source = match (outcome.as_deref(), stale) {
             (
                 Some(Outcome::Answer {
                     response,
@@ -235,25 +260,59 @@ impl Handler {
                     cap: *ttl_cap,
                     age: 0,
                 };
-                self.write(&q, proto, response, layout, ttl, &mut out);
+                self.write(&q, proto, response, layout, ttl, out);
+                Source::Upstream
             }
             (_, Some(entry)) => {
-                self.write(
-                    &q,
-                    proto,
-                    &entry.response,
-                    &entry.layout,
-                    entry.stale_ttl_rewrite(),
-                    &mut out,
-                );
+                let ttl = entry.stale_ttl_rewrite();
+                self.write(&q, proto, &entry.response, &entry.layout, ttl, out);
                 self.count_hit(entry.kind, true);
+                Source::Stale
             }
             (_, None) => {
-                wire::error_reply(pkt, wire::rcode::SERVFAIL, &mut out);
-                self.count_reply(&out);
+                wire::error_reply(pkt, wire::rcode::SERVFAIL, out);
+                self.count_reply(out);
+                Source::Local
             }
+        };
+        Some((source, Some(q)))
+    }
+
+    /// Joins or starts the flight for `key` and waits for it: as long as it takes without a
+    /// stale answer in hand, only `stale_timeout` with one. `None`: nothing usable.
+    async fn wait_outcome(
+        self: &Arc<Self>,
+        zone: &Arc<Zone>,
+        q: &Query<'_>,
+        key: &[u8],
+        have_stale: bool,
+        stale_timeout: Duration,
+    ) -> Option<Arc<Outcome>> {
+        let waiter = match self.coalescer.join(key) {
+            Join::Leader(done, waiter) => {
+                self.spawn_flight(zone.clone(), q, key, have_stale, done);
+                waiter
+            }
+            Join::Follower(waiter) => {
+                self.stats.inc(Hot::Coalesced);
+                waiter
+            }
+            Join::Overloaded => {
+                self.stats.inc(Hot::Overload);
+                return None;
+            }
+        };
+        if have_stale {
+            // With a stale answer in hand, wait for upstream only as long as a client would
+            // (RFC 8767 §5: the client response timer); the flight goes on in the background
+            // and refreshes the cache when it lands.
+            tokio::time::timeout(stale_timeout, waiter.wait())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            waiter.wait().await
         }
-        Some(out)
     }
 
     /// Prefetch: refresh a hot entry before it expires, unless a flight for it is already up.
@@ -398,10 +457,10 @@ impl Handler {
     }
 
     fn count_hit(&self, kind: EntryKind, stale: bool) {
-        inc(match (stale, kind) {
-            (true, _) => &self.stats.cache_hits_stale,
-            (false, EntryKind::Success) => &self.stats.cache_hits_success,
-            (false, EntryKind::Denial | EntryKind::ServFail) => &self.stats.cache_hits_denial,
+        self.stats.inc(match (stale, kind) {
+            (true, _) => Hot::CacheHitsStale,
+            (false, EntryKind::Success) => Hot::CacheHitsSuccess,
+            (false, EntryKind::Denial | EntryKind::ServFail) => Hot::CacheHitsDenial,
         });
     }
 }

@@ -21,9 +21,13 @@
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
 //! - [`doctor`]: `nodedns doctor`, the troubleshooting checklist run against a live node.
 //! - [`stats`]: the counters every part increments, read by metrics and tests.
+//! - [`metrics`]: every Prometheus metric, its HELP text, and the scrape-time exposition.
+//! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`.
+//! - [`querylog`]: the opt-in sampled query log.
 //!
 //! `docs/architecture.md` mirrors this list.
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod cli;
@@ -33,7 +37,9 @@ pub mod doctor;
 pub mod forward;
 pub mod handler;
 pub mod listener;
+pub mod metrics;
 pub mod netsetup;
+pub mod querylog;
 pub mod reload;
 pub mod snapshot;
 pub mod stats;

@@ -1,11 +1,23 @@
 //! Counters for everything a dashboard or a test wants to see.
 //!
 //! This module owns the process-wide counters (requests, responses by rcode, cache hits by
-//! type, drops by reason, ...). Per-upstream counters live with each upstream in
-//! [`crate::forward`]. Counters are relaxed atomics: they are read for exposition and tests,
-//! never used for control flow.
+//! type, drops by reason, ...), and keeps each zone's and each upstream's counters by name
+//! so that they survive a config reload that rebuilds the zones and upstreams (a Prometheus
+//! counter must never go backwards). [`crate::metrics`] reads them at scrape time. Counters
+//! are never used for control flow.
+//!
+//! The per-query ("hot") counters are sharded: every thread increments its own cache-line
+//! aligned block, picked once per thread, and a read sums the blocks. One shared atomic
+//! bumped by every worker on every query would bounce its cache line between cores; a block
+//! only its own thread writes stays in that core's cache. Rarer counters (failovers, spoofed
+//! replies, ...) are plain relaxed atomics.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::forward::upstream::UpstreamCounters;
 
 /// Why a packet got no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,22 +55,62 @@ impl DropReason {
     }
 }
 
-/// Process-wide counters.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub requests_udp: AtomicU64,
-    pub requests_tcp: AtomicU64,
-    /// Responses by rcode (full 12-bit rcodes above 23 are counted in the last slot).
-    responses: [AtomicU64; 24],
-    pub cache_hits_success: AtomicU64,
-    pub cache_hits_denial: AtomicU64,
-    pub cache_hits_stale: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub prefetches: AtomicU64,
-    pub coalesced: AtomicU64,
+/// The per-query counters, each one slot of a thread's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hot {
+    RequestsUdp,
+    RequestsTcp,
+    CacheHitsSuccess,
+    CacheHitsDenial,
+    CacheHitsStale,
+    CacheMisses,
+    Prefetches,
+    Coalesced,
     /// Misses refused because too many clients wait on one key or too many keys are in flight.
-    pub overload: AtomicU64,
-    dropped: [AtomicU64; DropReason::ALL.len()],
+    Overload,
+}
+
+/// Responses are counted by rcode; full 12-bit rcodes above 23 share the last slot.
+pub const RCODE_SLOTS: usize = 24;
+const HOT_NAMED: usize = Hot::Overload as usize + 1;
+const RESPONSES_AT: usize = HOT_NAMED;
+const DROPPED_AT: usize = RESPONSES_AT + RCODE_SLOTS;
+const SLOTS: usize = DROPPED_AT + DropReason::ALL.len();
+/// Blocks per `Stats`. Threads beyond this share blocks (still correct, atomically).
+const SHARDS: usize = 32;
+
+/// One thread's counters, aligned so no two blocks share a cache line (128 bytes covers
+/// the adjacent-line prefetcher on x86 and the line size on Apple and some Arm cores).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Block([AtomicU64; SLOTS]);
+
+impl Default for Block {
+    fn default() -> Block {
+        Block(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's block index, the same in every `Stats`.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// Queries routed to one zone (they reached the slow path), by transport.
+#[derive(Debug, Default)]
+pub struct ZoneCounters {
+    pub udp: AtomicU64,
+    pub tcp: AtomicU64,
+}
+
+/// Process-wide counters.
+#[derive(Debug)]
+pub struct Stats {
+    zones: Mutex<Vec<(String, Arc<ZoneCounters>)>>,
+    upstreams: Mutex<Vec<(String, Arc<UpstreamCounters>)>>,
+    blocks: Box<[Block]>,
     pub spoof_mismatches: AtomicU64,
     pub failovers: AtomicU64,
     pub all_upstreams_down: AtomicU64,
@@ -68,26 +120,115 @@ pub struct Stats {
     /// Unix time of the last config load that succeeded (start-up counts).
     pub last_reload_ok_unix: AtomicU64,
     pub tcp_connections: AtomicI64,
+    /// Set once any upstream has given a usable answer: part of readiness.
+    upstream_answered: AtomicBool,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            zones: Mutex::new(Vec::new()),
+            upstreams: Mutex::new(Vec::new()),
+            blocks: (0..SHARDS).map(|_| Block::default()).collect(),
+            spoof_mismatches: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+            all_upstreams_down: AtomicU64::new(0),
+            inflight: AtomicI64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_ok_unix: AtomicU64::new(0),
+            tcp_connections: AtomicI64::new(0),
+            upstream_answered: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Stats {
-    pub fn response(&self, rcode: u16) {
-        let slot = usize::from(rcode).min(self.responses.len() - 1);
-        self.responses[slot].fetch_add(1, Ordering::Relaxed);
+    fn bump(&self, slot: usize) {
+        let shard = SHARD.with(|s| *s);
+        if let Some(c) = self.blocks.get(shard).and_then(|b| b.0.get(slot)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
+    fn sum(&self, slot: usize) -> u64 {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.0.get(slot))
+            .map(|c| c.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// Counts one event on this thread's block.
+    pub fn inc(&self, counter: Hot) {
+        self.bump(counter as usize);
+    }
+
+    /// The total over every thread.
+    pub fn get(&self, counter: Hot) -> u64 {
+        self.sum(counter as usize)
+    }
+
+    pub fn response(&self, rcode: u16) {
+        self.bump(RESPONSES_AT + usize::from(rcode).min(RCODE_SLOTS - 1));
+    }
+
+    /// Responses sent with `rcode` (rcodes from 23 up are counted together).
     pub fn responses(&self, rcode: u16) -> u64 {
-        let slot = usize::from(rcode).min(self.responses.len() - 1);
-        self.responses[slot].load(Ordering::Relaxed)
+        self.sum(RESPONSES_AT + usize::from(rcode).min(RCODE_SLOTS - 1))
     }
 
     pub fn dropped_one(&self, reason: DropReason) {
-        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.bump(DROPPED_AT + reason as usize);
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason as usize].load(Ordering::Relaxed)
+        self.sum(DROPPED_AT + reason as usize)
     }
+
+    /// The counters of the zone named `name`, created at 0 on first use (start-up or reload,
+    /// never per query).
+    pub fn zone(&self, name: &str) -> Arc<ZoneCounters> {
+        registered(&self.zones, name)
+    }
+
+    /// Every zone's counters, in the order they were first configured.
+    pub fn zones(&self) -> Vec<(String, Arc<ZoneCounters>)> {
+        self.zones.lock().clone()
+    }
+
+    /// The counters of the upstream labelled `label` (see `Upstream::label`), created at 0 on
+    /// first use.
+    pub fn upstream(&self, label: &str) -> Arc<UpstreamCounters> {
+        registered(&self.upstreams, label)
+    }
+
+    /// Every upstream's counters, in the order they were first configured.
+    pub fn upstreams(&self) -> Vec<(String, Arc<UpstreamCounters>)> {
+        self.upstreams.lock().clone()
+    }
+
+    /// Records that an upstream answered usefully (cheap to call on every answer).
+    pub fn upstream_answered(&self) {
+        if !self.upstream_answered.load(Ordering::Relaxed) {
+            self.upstream_answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any upstream has answered usefully since start.
+    pub fn any_upstream_answered(&self) -> bool {
+        self.upstream_answered.load(Ordering::Relaxed)
+    }
+}
+
+fn registered<T: Default>(list: &Mutex<Vec<(String, Arc<T>)>>, name: &str) -> Arc<T> {
+    let mut list = list.lock();
+    if let Some((_, c)) = list.iter().find(|(n, _)| n == name) {
+        return c.clone();
+    }
+    let c = Arc::new(T::default());
+    list.push((name.to_string(), c.clone()));
+    c
 }
 
 /// Shorthand for a relaxed increment.
@@ -98,4 +239,44 @@ pub fn inc(counter: &AtomicU64) {
 /// Shorthand for a relaxed read.
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let stats = std::sync::Arc::new(Stats::default());
+        let threads: Vec<_> = (0..40)
+            .map(|_| {
+                let s = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        s.inc(Hot::CacheMisses);
+                        s.response(3);
+                        s.dropped_one(DropReason::Send);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        assert_eq!(stats.get(Hot::CacheMisses), 40_000);
+        assert_eq!(stats.get(Hot::CacheHitsStale), 0);
+        assert_eq!(stats.responses(3), 40_000);
+        assert_eq!(stats.responses(0), 0);
+        assert_eq!(stats.dropped(DropReason::Send), 40_000);
+        assert_eq!(stats.dropped(DropReason::Short), 0);
+    }
+
+    #[test]
+    fn large_rcodes_share_the_last_slot() {
+        let stats = Stats::default();
+        stats.response(23);
+        stats.response(4095);
+        assert_eq!(stats.responses(30), 2);
+        assert_eq!(stats.responses(22), 0);
+    }
 }

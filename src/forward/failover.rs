@@ -120,6 +120,8 @@ fn judge(up: &Arc<Upstream>, t0: Instant, result: Result<Vec<u8>, ExchangeError>
             return Verdict::Failed;
         }
     };
+    let rtt = t0.elapsed();
+    up.observe_latency(rtt);
     let forwarded = Forwarded {
         reply,
         upstream: up.addr,
@@ -134,7 +136,7 @@ fn judge(up: &Arc<Upstream>, t0: Instant, result: Result<Vec<u8>, ExchangeError>
             Verdict::ServFail(forwarded)
         }
         Some(_) => {
-            up.success(t0.elapsed());
+            up.success(rtt);
             Verdict::Answer(forwarded)
         }
     }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -76,7 +76,11 @@ struct Health {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub transport: Transport,
-    pub counters: UpstreamCounters,
+    /// Kept in [`Stats`] by label, so a reload that rebuilds this upstream keeps counting.
+    pub counters: Arc<UpstreamCounters>,
+    /// `nodedns_upstream_duration_seconds{upstream}`, set by [`crate::metrics`] when an
+    /// exporter is attached (absent in tests that run without one).
+    latency: OnceLock<metrics::Histogram>,
     health: Mutex<Health>,
     pub(super) tcp: TcpPool,
     /// Swapped by a config reload; health and connections stay.
@@ -91,10 +95,12 @@ impl Upstream {
         settings: Arc<Settings>,
         stats: Arc<Stats>,
     ) -> Upstream {
+        let label = label(addr, transport);
         Upstream {
             addr,
             transport,
-            counters: UpstreamCounters::default(),
+            counters: stats.upstream(&label),
+            latency: OnceLock::new(),
             health: Mutex::new(Health::default()),
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
             settings: ArcSwap::new(settings),
@@ -125,8 +131,27 @@ impl Upstream {
         }
     }
 
+    /// The label this upstream has in metrics and logs: `ip:port`, prefixed with `tcp://`
+    /// for a TCP-only upstream so it never collides with the same address over UDP.
+    pub fn label(&self) -> String {
+        label(self.addr, self.transport)
+    }
+
+    /// Attaches the latency histogram; later calls keep the first one.
+    pub fn set_latency_histogram(&self, histogram: metrics::Histogram) {
+        let _ = self.latency.set(histogram);
+    }
+
+    /// Records how long an exchange that got a reply took (miss path only).
+    pub fn observe_latency(&self, rtt: Duration) {
+        if let Some(h) = self.latency.get() {
+            h.record(rtt.as_secs_f64());
+        }
+    }
+
     /// Records a usable answer after `rtt`.
     pub fn success(&self, rtt: Duration) {
+        self.stats.upstream_answered();
         let mut h = self.health.lock();
         // EWMA with gain 1/8, as TCP's SRTT (RFC 6298 §2).
         h.srtt = Some(match h.srtt {
@@ -186,6 +211,13 @@ impl Upstream {
         self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.tcp.exchange(query, left).await
+    }
+}
+
+fn label(addr: SocketAddr, transport: Transport) -> String {
+    match transport {
+        Transport::Tcp => format!("tcp://{addr}"),
+        Transport::Udp => addr.to_string(),
     }
 }
 

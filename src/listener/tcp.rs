@@ -14,6 +14,7 @@
 //! A handshake that completes between that last accept and the close is still reset unless
 //! the node sets `net.ipv4.tcp_migrate_req = 1`, which moves it to the successor's listener.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -109,6 +110,11 @@ async fn connection(
     tasks: TaskTracker,
 ) {
     let _ = stream.set_nodelay(true);
+    // For the query log only; a connection whose peer is already gone logs the unspecified
+    // address.
+    let peer = stream
+        .peer_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_pipelined.max(1));
     let writer = tokio::spawn(write_frames(wr, rx));
@@ -139,7 +145,7 @@ async fn connection(
             // last task holding a sender is done.
             Err(_) => break,
         };
-        match handler.fast(&frame, Proto::Tcp, &mut out) {
+        match handler.fast(&frame, Proto::Tcp, peer, &mut out) {
             Fast::Reply => {
                 if tx.send(out.clone()).await.is_err() {
                     break;
@@ -153,7 +159,7 @@ async fn connection(
                 };
                 let (handler, tx) = (handler.clone(), tx.clone());
                 tasks.spawn(async move {
-                    if let Some(reply) = handler.slow(&frame, Proto::Tcp).await {
+                    if let Some(reply) = handler.slow(&frame, Proto::Tcp, peer).await {
                         let _ = tx.send(reply).await;
                     }
                     drop(permit);

@@ -145,13 +145,13 @@ fn handle(
         handler.stats().dropped_one(DropReason::Send);
         return;
     };
-    match handler.fast(pkt, Proto::Udp, out) {
+    match handler.fast(pkt, Proto::Udp, src, out) {
         Fast::Reply => tx.commit(src),
         Fast::Drop => {}
         Fast::Slow => {
             let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
             tasks.spawn(async move {
-                if let Some(reply) = handler.slow(&pkt, Proto::Udp).await {
+                if let Some(reply) = handler.slow(&pkt, Proto::Udp, src).await {
                     send(&sock, &reply, src, &handler).await;
                 }
             });

@@ -1,5 +1,5 @@
 //! Shared support for the loopback integration tests: a scriptable fake upstream DNS server
-//! (`fake_upstream`), a small DNS client (`client`) and nodedns run in-process (`nodedns`).
+//! (`fake_upstream`), a small DNS client (`client`), nodedns run in-process (`nodedns`) and an admin endpoint scraper (`scrape`).
 //! Every socket here binds and talks to loopback only.
 //!
 //! Each test file compiles this module on its own and uses only part of it.
@@ -9,3 +9,4 @@ pub mod client;
 pub mod daemon;
 pub mod fake_upstream;
 pub mod nodedns;
+pub mod scrape;

@@ -1,4 +1,5 @@
-//! nodedns in-process for tests: built from a TOML string, bound on 127.0.0.1 port 0.
+//! nodedns in-process for tests: built from a TOML string, bound on 127.0.0.1 port 0 (the
+//! admin endpoint too, when the config asks for one).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,8 @@ use tokio::task::JoinHandle;
 /// A running nodedns. Dropping it stops the server.
 pub struct Nodedns {
     pub addr: SocketAddr,
+    /// The admin endpoint's address, when the config enables it.
+    pub admin: Option<SocketAddr>,
     pub handler: Arc<Handler>,
     /// Asks for a reload; works when started with [`Nodedns::start_file`].
     pub control: Control,
@@ -28,6 +31,14 @@ pub fn config(extra: &str) -> String {
     format!(
         "[listen]\naddresses = [\"127.0.0.1:0\"]\nworkers = 1\ndrain_timeout = \"2s\"\n\
          [admin]\naddress = \"\"\n{extra}\n"
+    )
+}
+
+/// Like [`config`], with the admin endpoint on 127.0.0.1 port 0.
+pub fn config_with_admin(extra: &str) -> String {
+    config(extra).replace(
+        "[admin]\naddress = \"\"",
+        "[admin]\naddress = \"127.0.0.1:0\"",
     )
 }
 
@@ -59,6 +70,7 @@ impl Nodedns {
 
     fn serve(server: Server) -> Nodedns {
         let addr = server.local_addrs()[0];
+        let admin = server.admin_addr();
         let control = server.control();
         let handler = server.handler().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -67,6 +79,7 @@ impl Nodedns {
         }));
         Nodedns {
             addr,
+            admin,
             handler,
             control,
             stop: Some(stop),
@@ -81,6 +94,13 @@ impl Nodedns {
 
     pub fn stats(&self) -> &Stats {
         self.handler.stats()
+    }
+
+    /// Signals shutdown without waiting for the drain (see [`Nodedns::shutdown`]).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// Stops serving and waits for the drain to finish.

@@ -1,0 +1,411 @@
+//! The Prometheus metrics: every name, its HELP text and label set, and the exposition.
+//!
+//! This module owns what `/metrics` says (`docs/metrics.md` documents the same list, and a
+//! test holds the two together). The packet path never touches the `metrics` crate: it bumps
+//! the counters of [`crate::stats`] and the upstreams', and [`Metrics::render`] copies them
+//! into the exporter's registry at scrape time. The one exception is the upstream latency
+//! histogram, recorded on the miss path only when a reply arrives. Every label set is closed
+//! and registered at 0 on start, so a dashboard sees a flat line, not a missing series.
+//!
+//! The recorder is not installed globally: each [`Metrics`] has its own, so several servers
+//! (tests) can run in one process.
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::forward::ErrorKind;
+use crate::handler::Handler;
+use crate::stats::{DropReason, Hot, RCODE_SLOTS, Stats};
+
+/// Upstream latency buckets, in seconds: sub-millisecond for a resolver's cache hits on the
+/// node's network, up to the 2 s a recursion through a slow authority may take.
+pub const UPSTREAM_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+
+/// Named rcodes (RFC 1035 §4.1.1); every other rcode is counted as `other`.
+pub const RCODES: [(u16, &str); 6] = [
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+];
+
+/// `zone` label of requests answered before routing: cache hits and malformed queries.
+pub const ZONE_UNROUTED: &str = "-";
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Def {
+    Def {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+use Kind::{Counter as C, Gauge as G, Histogram as H};
+
+/// Every metric `/metrics` exports.
+pub const DEFS: &[Def] = &[
+    def(
+        "nodedns_requests_total",
+        C,
+        &["proto", "zone"],
+        "Client queries received, by transport and by the zone they were routed to (\"-\": answered before routing, i.e. cache hits and malformed queries).",
+    ),
+    def(
+        "nodedns_responses_total",
+        C,
+        &["rcode"],
+        "Replies sent to clients, by rcode.",
+    ),
+    def(
+        "nodedns_cache_hits_total",
+        C,
+        &["type"],
+        "Queries answered from the cache: success (positive answer), denial (NXDOMAIN/NODATA/cached SERVFAIL), stale (expired entry served, RFC 8767).",
+    ),
+    def(
+        "nodedns_cache_misses_total",
+        C,
+        &[],
+        "Queries that found no cache entry, fresh or stale.",
+    ),
+    def("nodedns_cache_entries", G, &[], "Entries in the cache."),
+    def(
+        "nodedns_cache_bytes",
+        G,
+        &[],
+        "Bytes the cache accounts for its entries.",
+    ),
+    def(
+        "nodedns_cache_evictions_total",
+        C,
+        &[],
+        "Entries evicted to stay within the cache bounds.",
+    ),
+    def(
+        "nodedns_cache_prefetch_total",
+        C,
+        &[],
+        "Refreshes of popular entries started before they expired.",
+    ),
+    def(
+        "nodedns_coalesced_total",
+        C,
+        &[],
+        "Misses that joined an identical query already in flight upstream.",
+    ),
+    def(
+        "nodedns_overload_total",
+        C,
+        &[],
+        "Misses answered SERVFAIL because too many queries were in flight.",
+    ),
+    def(
+        "nodedns_upstream_requests_total",
+        C,
+        &["upstream", "proto"],
+        "Queries sent to an upstream, by transport (a truncated UDP reply retried over TCP counts once for each).",
+    ),
+    def(
+        "nodedns_upstream_errors_total",
+        C,
+        &["upstream", "kind"],
+        "Failed attempts at an upstream: timeout, network, refused (REFUSED/FORMERR/NOTIMP), servfail.",
+    ),
+    def(
+        "nodedns_upstream_duration_seconds",
+        H,
+        &["upstream"],
+        "Time from sending a query to an upstream until its reply arrived (misses only).",
+    ),
+    def(
+        "nodedns_upstream_up",
+        G,
+        &["upstream"],
+        "1 while the upstream is considered healthy, 0 while it is marked down.",
+    ),
+    def(
+        "nodedns_upstream_failovers_total",
+        C,
+        &[],
+        "Attempts started at another upstream after a timeout, an error or a SERVFAIL.",
+    ),
+    def(
+        "nodedns_all_upstreams_down_total",
+        C,
+        &[],
+        "Misses forwarded while every upstream of their zone was marked down.",
+    ),
+    def(
+        "nodedns_spoof_mismatch_total",
+        C,
+        &[],
+        "Upstream replies ignored because their ID or question did not match the query.",
+    ),
+    def("nodedns_inflight", G, &[], "Upstream queries in flight."),
+    def(
+        "nodedns_dropped_total",
+        C,
+        &["reason"],
+        "Packets that got no reply at all, by reason.",
+    ),
+    def(
+        "nodedns_tcp_connections",
+        G,
+        &[],
+        "Open client TCP connections.",
+    ),
+    def(
+        "nodedns_config_reloads_total",
+        C,
+        &["result"],
+        "Configuration reloads, by result (success or failure).",
+    ),
+    def(
+        "nodedns_config_last_reload_success_timestamp_seconds",
+        G,
+        &[],
+        "Unix time of the last successful configuration load (start-up counts).",
+    ),
+    def(
+        "nodedns_build_info",
+        G,
+        &["version"],
+        "Always 1; the version label says which nodedns runs.",
+    ),
+];
+
+/// The exporter and the sources it reads at scrape time.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    stats: Arc<Stats>,
+    /// Kept for the life of the process: a reload reconfigures it in place.
+    handler: Arc<Handler>,
+}
+
+impl Metrics {
+    /// Registers every metric, at 0 for `handler`'s zones and upstreams.
+    pub fn new(handler: Arc<Handler>) -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("nodedns_upstream_duration_seconds".into()),
+                &UPSTREAM_BUCKETS,
+            )
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        for d in DEFS {
+            let name = metrics::KeyName::from(d.name);
+            match d.kind {
+                Kind::Counter => recorder.describe_counter(name, None, d.help.into()),
+                Kind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
+                Kind::Histogram => recorder.describe_histogram(name, None, d.help.into()),
+            }
+        }
+        let handle = recorder.handle();
+        let stats = handler.stats().clone();
+        let version = env!("CARGO_PKG_VERSION");
+        gauge(&recorder, "nodedns_build_info", &[("version", version)]).set(1.0);
+        let m = Metrics {
+            recorder,
+            handle,
+            stats,
+            handler,
+        };
+        m.sync();
+        m
+    }
+
+    /// The Prometheus text exposition, with every counter read just now.
+    pub fn render(&self) -> String {
+        self.sync();
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    fn histogram(&self, upstream: &str) -> Histogram {
+        let key = key(
+            "nodedns_upstream_duration_seconds",
+            &[("upstream", upstream)],
+        );
+        self.recorder.register_histogram(&key, &metadata())
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        counter(&self.recorder, name, labels)
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        gauge(&self.recorder, name, labels)
+    }
+
+    /// Copies every source into the registry. Counters go through `absolute`, which never
+    /// lowers a value, so a torn read across threads cannot make a counter go backwards.
+    fn sync(&self) {
+        let handler = &self.handler;
+        self.sync_requests();
+        self.sync_stats();
+        let cache = handler.cache();
+        self.gauge("nodedns_cache_entries", &[])
+            .set(cache.len() as f64);
+        self.gauge("nodedns_cache_bytes", &[])
+            .set(cache.bytes() as f64);
+        self.counter("nodedns_cache_evictions_total", &[])
+            .absolute(cache.evictions());
+        for (label, c) in self.stats.upstreams() {
+            let l = label.as_str();
+            let udp = c.requests_udp.load(std::sync::atomic::Ordering::Relaxed);
+            let tcp = c.requests_tcp.load(std::sync::atomic::Ordering::Relaxed);
+            let name = "nodedns_upstream_requests_total";
+            self.counter(name, &[("upstream", l), ("proto", "udp")])
+                .absolute(udp);
+            self.counter(name, &[("upstream", l), ("proto", "tcp")])
+                .absolute(tcp);
+            for kind in ErrorKind::ALL {
+                self.counter(
+                    "nodedns_upstream_errors_total",
+                    &[("upstream", l), ("kind", kind.label())],
+                )
+                .absolute(c.errors(kind));
+            }
+        }
+        for up in handler.upstreams().all() {
+            // Upstreams a reload added get theirs here; the first attached one stays.
+            up.set_latency_histogram(self.histogram(&up.label()));
+            let value = if up.is_up() { 1.0 } else { 0.0 };
+            self.gauge("nodedns_upstream_up", &[("upstream", &up.label())])
+                .set(value);
+        }
+    }
+
+    /// `nodedns_requests_total`: routed queries by zone, the rest under [`ZONE_UNROUTED`].
+    /// Zones are read before the totals: a query is counted in the total before its zone, so
+    /// the difference is never negative.
+    fn sync_requests(&self) {
+        let zones = self.stats.zones();
+        let counts: Vec<(u64, u64)> = zones
+            .iter()
+            .map(|(_, z)| (crate::stats::get(&z.udp), crate::stats::get(&z.tcp)))
+            .collect();
+        let total_udp = self.stats.get(Hot::RequestsUdp);
+        let total_tcp = self.stats.get(Hot::RequestsTcp);
+        let (mut routed_udp, mut routed_tcp) = (0u64, 0u64);
+        let name = "nodedns_requests_total";
+        for ((zone, _), &(udp, tcp)) in zones.iter().zip(&counts) {
+            self.counter(name, &[("proto", "udp"), ("zone", zone)])
+                .absolute(udp);
+            self.counter(name, &[("proto", "tcp"), ("zone", zone)])
+                .absolute(tcp);
+            routed_udp = routed_udp.wrapping_add(udp);
+            routed_tcp = routed_tcp.wrapping_add(tcp);
+        }
+        self.counter(name, &[("proto", "udp"), ("zone", ZONE_UNROUTED)])
+            .absolute(total_udp.saturating_sub(routed_udp));
+        self.counter(name, &[("proto", "tcp"), ("zone", ZONE_UNROUTED)])
+            .absolute(total_tcp.saturating_sub(routed_tcp));
+    }
+
+    fn sync_stats(&self) {
+        let s = &self.stats;
+        let mut other = 0u64;
+        for rcode in 0..RCODE_SLOTS as u16 {
+            match RCODES.iter().find(|(r, _)| *r == rcode) {
+                Some((_, label)) => self
+                    .counter("nodedns_responses_total", &[("rcode", label)])
+                    .absolute(s.responses(rcode)),
+                None => other = other.wrapping_add(s.responses(rcode)),
+            }
+        }
+        self.counter("nodedns_responses_total", &[("rcode", "other")])
+            .absolute(other);
+        for (ty, hot) in [
+            ("success", Hot::CacheHitsSuccess),
+            ("denial", Hot::CacheHitsDenial),
+            ("stale", Hot::CacheHitsStale),
+        ] {
+            self.counter("nodedns_cache_hits_total", &[("type", ty)])
+                .absolute(s.get(hot));
+        }
+        for (name, hot) in [
+            ("nodedns_cache_misses_total", Hot::CacheMisses),
+            ("nodedns_cache_prefetch_total", Hot::Prefetches),
+            ("nodedns_coalesced_total", Hot::Coalesced),
+            ("nodedns_overload_total", Hot::Overload),
+        ] {
+            self.counter(name, &[]).absolute(s.get(hot));
+        }
+        for reason in DropReason::ALL {
+            self.counter("nodedns_dropped_total", &[("reason", reason.label())])
+                .absolute(s.dropped(reason));
+        }
+        for (name, c) in [
+            ("nodedns_upstream_failovers_total", &s.failovers),
+            ("nodedns_all_upstreams_down_total", &s.all_upstreams_down),
+            ("nodedns_spoof_mismatch_total", &s.spoof_mismatches),
+        ] {
+            self.counter(name, &[]).absolute(crate::stats::get(c));
+        }
+        for (result, c) in [("success", &s.reloads_ok), ("failure", &s.reloads_failed)] {
+            self.counter("nodedns_config_reloads_total", &[("result", result)])
+                .absolute(crate::stats::get(c));
+        }
+        let loaded = crate::stats::get(&s.last_reload_ok_unix);
+        let name = "nodedns_config_last_reload_success_timestamp_seconds";
+        self.gauge(name, &[]).set(loaded as f64);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.gauge("nodedns_inflight", &[])
+            .set(s.inflight.load(relaxed) as f64);
+        self.gauge("nodedns_tcp_connections", &[])
+            .set(s.tcp_connections.load(relaxed) as f64);
+    }
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()))
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|&(k, v)| Label::new(k, v.to_string()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+fn counter(r: &PrometheusRecorder, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+    r.register_counter(&key(name, labels), &metadata())
+}
+
+fn gauge(r: &PrometheusRecorder, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+    r.register_gauge(&key(name, labels), &metadata())
+}
