@@ -19,6 +19,15 @@ pub struct Field<T> {
 }
 
 impl<T> Field<T> {
+    /// A key the file left unset: its default, with nowhere in the file to point at.
+    pub fn default_at(key: &str, value: T) -> Self {
+        Field {
+            value,
+            span: None,
+            key: key.to_owned(),
+        }
+    }
+
     /// The same value as a default: problems it causes are reported where something else was set.
     pub fn inherited(&self) -> Self
     where
@@ -51,11 +60,7 @@ impl Check<'_> {
                 span: Some(v.span()),
                 key: key.to_owned(),
             },
-            None => Field {
-                value: default,
-                span: None,
-                key: key.to_owned(),
-            },
+            None => Field::default_at(key, default),
         }
     }
 
@@ -68,11 +73,7 @@ impl Check<'_> {
         parse: impl Fn(&Scalar) -> Result<T, String>,
     ) -> Option<Field<T>> {
         let Some(v) = raw else {
-            return Some(Field {
-                value: default,
-                span: None,
-                key: key.to_owned(),
-            });
+            return Some(Field::default_at(key, default));
         };
         match parse(v.get_ref()) {
             Ok(value) => Some(Field {
@@ -138,11 +139,7 @@ impl Check<'_> {
         (min, max): (i64, i64),
     ) -> Option<Field<T>> {
         let Some(v) = raw else {
-            return Some(Field {
-                value: default,
-                span: None,
-                key: key.to_owned(),
-            });
+            return Some(Field::default_at(key, default));
         };
         let n = *v.get_ref();
         let converted = T::try_from(n).ok().filter(|_| (min..=max).contains(&n));

@@ -48,11 +48,7 @@ impl TtlFields {
     }
 
     fn defaults() -> TtlFields {
-        let default = |key: &str, value| Field {
-            value,
-            span: None,
-            key: format!("cache.{key}"),
-        };
+        let default = |key: &str, value| Field::default_at(&format!("cache.{key}"), value);
         TtlFields {
             min: default("min_ttl", Duration::ZERO),
             max: default("max_ttl", Duration::from_secs(86_400)),
