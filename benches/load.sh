@@ -6,6 +6,8 @@
 #   benches/load.sh --smoke    one short run per mix with the debug build (CI: it must not rot;
 #                              it checks every server answers, never how fast)
 #   RUNS=1 DUR=2 benches/load.sh   fewer/shorter runs (full mode only)
+#   SERVERS="nodedns dnsdist" MIXES=miss benches/load.sh   a subset (ratios need the servers)
+#   NODEDNS=path/to/nodedns benches/load.sh   another nodedns binary (e.g. an older build)
 #
 # Needs root-free loopback only, and the Debian packages dnsperf, nsd, dnsdist, unbound.
 # Everything listens on 127.0.0.x; every process started here is stopped on exit.
@@ -30,9 +32,9 @@ esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [[ $MODE == smoke ]]; then
-    RUNS=1 DUR=1 PROFILE=debug
+    RUNS=1 DUR=1 PROFILE=debug OVERLOAD_DUR=5
 else
-    RUNS=${RUNS:-3} DUR=${DUR:-4} PROFILE=release
+    RUNS=${RUNS:-3} DUR=${DUR:-4} PROFILE=release OVERLOAD_DUR=${OVERLOAD_DUR:-60}
 fi
 NAMES=100000        # names in the upstream zone
 HOT=1000            # names looped by the hit mixes
@@ -40,8 +42,8 @@ MISS_PER_RUN=600000 # unique names generated for one miss run (more than it can 
 PORT=5300
 UPSTREAM=127.0.0.2
 declare -A ADDR=([nodedns]=127.0.0.11 [dnsdist]=127.0.0.12 [unbound]=127.0.0.13 [floor]=127.0.0.14)
-SERVERS=(nodedns dnsdist unbound floor)
-MIXES=(hit miss nxdomain cookie)
+read -r -a SERVERS <<<"${SERVERS:-nodedns dnsdist unbound floor}"
+read -r -a MIXES <<<"${MIXES:-hit miss nxdomain cookie}"
 DNSPERF=(dnsperf -p "$PORT" -c 8 -q 256 -t 2)
 TCK=$(getconf CLK_TCK)
 
@@ -79,7 +81,7 @@ if [[ $PROFILE == release ]]; then
 else
     cargo build --quiet --bin nodedns --example udp_echo
 fi
-NODEDNS=$TARGET/$PROFILE/nodedns
+NODEDNS=${NODEDNS:-$TARGET/$PROFILE/nodedns}
 ECHO=$TARGET/$PROFILE/examples/udp_echo
 
 # --- data: zone and query files ----------------------------------------------------------
@@ -315,6 +317,32 @@ for server in "${SERVERS[@]}"; do
     stop "$SERVER_PID"
 done
 
+# RSS under 2x overload: nodedns with a small cache (full within a second, so the cache's
+# own growth is over) offered twice its peak miss rate for OVERLOAD_DUR seconds. dnsperf gets
+# a large window (-q) so unanswered queries don't throttle what it sends. RSS is sampled
+# every 5 s; what counts is the growth after the first 10 s.
+OVERLOAD=$WORK/overload # seconds rss_kib
+if [[ " ${SERVERS[*]} " == *" nodedns "* ]]; then
+    over_rate=$(($(result nodedns miss 4) * 2))
+    ((over_rate > 0)) || over_rate=50000
+    sed 's/^capacity = .*/capacity = 10000/' "$WORK/nodedns.toml" >"$WORK/nodedns-small.toml"
+    start nodedns 0 "$NODEDNS" --config "$WORK/nodedns-small.toml"
+    SERVER_PID=$LAST_PID
+    wait_answer "${ADDR[nodedns]}"
+    miss_names overload
+    : >"$OVERLOAD"
+    taskset -c 1 dnsperf -p "$PORT" -c 8 -q 20000 -t 2 -s "${ADDR[nodedns]}" -d "$WORK/miss.txt" \
+        -l "$OVERLOAD_DUR" -Q "$over_rate" >"$WORK/overload.out" 2>&1 &
+    over_pid=$!
+    for ((t = 0; t < OVERLOAD_DUR; t += 5)); do
+        echo "$t $(rss_kib "$SERVER_PID")" >>"$OVERLOAD"
+        sleep 5
+    done
+    wait "$over_pid" || true
+    echo "$OVERLOAD_DUR $(rss_kib "$SERVER_PID")" >>"$OVERLOAD"
+    stop "$SERVER_PID"
+fi
+
 # Latency at half of nodedns's peak on each mix, every server at the same offered load.
 for server in "${SERVERS[@]}"; do
     start_server "$server"
@@ -357,6 +385,14 @@ done
 echo
 echo "RSS growth per cached entry after $NAMES distinct names (bytes):"
 for server in nodedns dnsdist unbound; do
-    echo "  $server: ${MEMPER[$server]}"
+    if [[ -n ${MEMPER[$server]:-} ]]; then echo "  $server: ${MEMPER[$server]}"; fi
 done
+if [[ -s $OVERLOAD ]]; then
+    echo
+    echo "nodedns under 2x overload ($over_rate qps offered on the miss mix, cache of 10k entries):"
+    awk '/Queries sent:/ { s = $3 } /Queries completed:/ { c = $3 }
+         END { if (s) printf "  sent %d, answered %d (%.0f%%)\n", s, c, 100 * c / s }' "$WORK/overload.out"
+    awk '{ printf "  t=%ss rss=%.1f MiB\n", $1, $2 / 1024 }' "$OVERLOAD"
+    awk '$1 == 10 { a = $2 } { z = $2 } END { if (a) printf "  RSS growth from 10 s to the end: %+.1f%%\n", 100 * (z - a) / a }' "$OVERLOAD"
+fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

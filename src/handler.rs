@@ -55,11 +55,12 @@ struct Zone {
 
 /// What a flight to upstream produced, shared by every waiter.
 enum Outcome {
-    Answer {
+    /// Answered and cached: waiters are served from the entry, as later hits will be.
+    Cached(Arc<cache::Entry>),
+    /// Answered, not cacheable (or too large to store).
+    Uncached {
         response: Vec<u8>,
         layout: wire::Layout,
-        /// TTL cap the cache applied, so the first answer agrees with later hits.
-        ttl_cap: u32,
     },
     Failed,
 }
@@ -176,8 +177,8 @@ impl Handler {
         let Lookup::Fresh { entry, age } = self.cache.lookup(key, now) else {
             return Fast::Slow;
         };
-        self.write_hit(&q, proto, &entry, age, out);
         let routing = self.routing.load();
+        self.write_hit(&q, proto, &entry, age, routing.udp_cap, out);
         if routing.querylog.sample() {
             querylog::log(client, &q, Source::Cache, out, now);
         }
@@ -221,10 +222,12 @@ impl Handler {
         };
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
+        let routing = self.routing.load_full();
+        let udp_cap = routing.udp_cap;
         let stale = match self.cache.lookup(key, Instant::now()) {
             // Filled by another flight since the fast path looked.
             Lookup::Fresh { entry, age } => {
-                self.write_hit(&q, proto, &entry, age, out);
+                self.write_hit(&q, proto, &entry, age, udp_cap, out);
                 return Some((Source::Cache, Some(q)));
             }
             Lookup::Stale { entry } => Some(entry),
@@ -233,7 +236,6 @@ impl Handler {
                 None
             }
         };
-        let routing = self.routing.load_full();
         let Some(zone) = routing.zones.route(q.qname()) else {
             wire::error_reply(pkt, wire::rcode::REFUSED, out);
             self.count_reply(out);
@@ -248,24 +250,23 @@ impl Handler {
             .wait_outcome(zone, &q, key, stale.is_some(), timeout)
             .await;
         let source = match (outcome.as_deref(), stale) {
-            (
-                Some(Outcome::Answer {
-                    response,
-                    layout,
-                    ttl_cap,
-                }),
-                _,
-            ) => {
+            (Some(Outcome::Cached(entry)), _) => {
+                let ttl = entry.ttl_rewrite(0);
+                self.write(&q, proto, &entry.response, &entry.layout, ttl, udp_cap, out);
+                Source::Upstream
+            }
+            (Some(Outcome::Uncached { response, layout }), _) => {
                 let ttl = TtlRewrite::Aged {
-                    cap: *ttl_cap,
+                    cap: u32::MAX,
                     age: 0,
                 };
-                self.write(&q, proto, response, layout, ttl, out);
+                self.write(&q, proto, response, layout, ttl, udp_cap, out);
                 Source::Upstream
             }
             (_, Some(entry)) => {
                 let ttl = entry.stale_ttl_rewrite();
-                self.write(&q, proto, &entry.response, &entry.layout, ttl, out);
+                let (stored, layout) = (&entry.response, &entry.layout);
+                self.write(&q, proto, stored, layout, ttl, udp_cap, out);
                 self.count_hit(entry.kind, true);
                 Source::Stale
             }
@@ -289,6 +290,15 @@ impl Handler {
         stale_timeout: Duration,
     ) -> Option<Arc<Outcome>> {
         let waiter = match self.coalescer.join(key) {
+            Join::Leader(done, _) if !have_stale => {
+                // Nothing to serve meanwhile, so this client waits for the flight to the end
+                // anyway: fly it here rather than in a task of its own. Followers still get
+                // the outcome, and if this task is cancelled `done` is dropped, which ends
+                // the flight for them with nothing.
+                let outcome = Arc::new(self.flight(zone, q, key, false).await);
+                done.complete(outcome.clone());
+                return Some(outcome);
+            }
             Join::Leader(done, waiter) => {
                 self.spawn_flight(zone.clone(), q, key, have_stale, done);
                 waiter
@@ -342,15 +352,32 @@ impl Handler {
         let key = key.to_vec();
         let this = self.clone();
         tokio::spawn(async move {
-            this.stats
-                .inflight
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let outcome = this.fly(&zone, &upstream_query, &key, have_stale).await;
-            this.stats
-                .inflight
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            done.complete(Arc::new(outcome));
+            let outcome = this.fly_counted(&zone, &upstream_query, &key, have_stale);
+            done.complete(Arc::new(outcome.await));
         });
+    }
+
+    /// The flight for `q` in the caller's task.
+    async fn flight(&self, zone: &Zone, q: &Query<'_>, key: &[u8], have_stale: bool) -> Outcome {
+        let mut upstream_query = Vec::with_capacity(64);
+        wire::build_upstream_query(q, 0, &mut upstream_query);
+        self.fly_counted(zone, &upstream_query, key, have_stale)
+            .await
+    }
+
+    /// [`Handler::fly`], counted in the in-flight gauge while it runs.
+    async fn fly_counted(
+        &self,
+        zone: &Zone,
+        query: &[u8],
+        key: &[u8],
+        have_stale: bool,
+    ) -> Outcome {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.inflight.fetch_add(1, Relaxed);
+        let outcome = self.fly(zone, query, key, have_stale).await;
+        self.stats.inflight.fetch_sub(1, Relaxed);
+        outcome
     }
 
     async fn fly(&self, zone: &Zone, query: &[u8], key: &[u8], have_stale: bool) -> Outcome {
@@ -367,18 +394,10 @@ impl Handler {
         if have_stale && analysis.kind == wire::Kind::ServFail {
             return Outcome::Failed;
         }
-        let inserted = self.cache.insert(
-            key,
-            response.clone(),
-            &analysis,
-            layout.clone(),
-            &zone.ttl,
-            Instant::now(),
-        );
-        Outcome::Answer {
-            response,
-            layout,
-            ttl_cap: inserted.map_or(u32::MAX, |e| e.ttl),
+        let now = Instant::now();
+        match (self.cache).insert_or_return(key, response, &analysis, layout, &zone.ttl, now) {
+            Ok(entry) => Outcome::Cached(entry),
+            Err((response, layout)) => Outcome::Uncached { response, layout },
         }
     }
 
@@ -414,6 +433,7 @@ impl Handler {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         q: &Query<'_>,
@@ -421,6 +441,7 @@ impl Handler {
         stored: &[u8],
         layout: &wire::Layout,
         ttl: TtlRewrite,
+        udp_cap: u16,
         out: &mut Vec<u8>,
     ) {
         let client = wire::Client {
@@ -428,7 +449,7 @@ impl Handler {
             question: q.question,
             has_edns: q.edns.is_some(),
             max_len: match proto {
-                Proto::Udp => q.udp_limit(self.routing.load().udp_cap),
+                Proto::Udp => q.udp_limit(udp_cap),
                 Proto::Tcp => TCP_MAX,
             },
         };
@@ -443,10 +464,11 @@ impl Handler {
         proto: Proto,
         entry: &cache::Entry,
         age: u32,
+        udp_cap: u16,
         out: &mut Vec<u8>,
     ) {
         let ttl = entry.ttl_rewrite(age);
-        self.write(q, proto, &entry.response, &entry.layout, ttl, out);
+        self.write(q, proto, &entry.response, &entry.layout, ttl, udp_cap, out);
         self.count_hit(entry.kind, false);
     }
 

@@ -202,12 +202,34 @@ impl Cache {
         policy: &TtlPolicy,
         now: Instant,
     ) -> Option<Arc<Entry>> {
-        let (kind, ttl) = cache_ttl(analysis, policy)?;
+        self.insert_or_return(key, response, analysis, layout, policy, now)
+            .ok()
+    }
+
+    /// [`Cache::insert`] that gives `response` and `layout` back when they are not stored,
+    /// so a caller that must still serve them need not copy them first.
+    pub fn insert_or_return(
+        &self,
+        key: &[u8],
+        response: Vec<u8>,
+        analysis: &Analysis,
+        layout: Layout,
+        policy: &TtlPolicy,
+        now: Instant,
+    ) -> Result<Arc<Entry>, (Vec<u8>, Layout)> {
+        let Some((kind, ttl)) = cache_ttl(analysis, policy) else {
+            return Err((response, layout));
+        };
         let entry = Arc::new(Entry::new(response, layout, kind, now, ttl));
         let weight = entry.weight();
-        self.store
-            .insert(key, Arc::clone(&entry), weight)
-            .then_some(entry)
+        if self.store.insert(key, Arc::clone(&entry), weight) {
+            return Ok(entry);
+        }
+        // Too large for the store: unwrap the entry nobody else holds.
+        match Arc::try_unwrap(entry) {
+            Ok(entry) => Err((entry.response.into_vec(), entry.layout)),
+            Err(entry) => Ok(entry),
+        }
     }
 
     /// Puts back an entry saved by a snapshot, with the TTL and insert time it had, so it

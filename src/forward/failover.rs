@@ -8,9 +8,11 @@
 //! FORMERR, NOTIMP) starts the next attempt at once. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, sleep_until};
 
 use crate::stats::{Stats, inc};
@@ -35,7 +37,9 @@ pub async fn run(
     stats: &Stats,
 ) -> Result<Forwarded, ForwardError> {
     let deadline = Instant::now() + settings.deadline;
-    let mut running: JoinSet<Attempt> = JoinSet::new();
+    // Attempts are futures polled here, not tasks: a miss costs no spawn and no copy of the
+    // query per attempt.
+    let mut running = FuturesUnordered::new();
     let mut started = 0u32;
     let mut servfail: Option<Forwarded> = None;
     let mut servfails = 0;
@@ -58,16 +62,16 @@ pub async fn run(
             let up = order[started as usize % order.len()].clone();
             next_at = (Instant::now() + up.attempt_timeout()).min(deadline);
             slow = Some(up.clone());
-            spawn_attempt(&mut running, up, query, deadline);
+            running.push(attempt(up, query, deadline));
             started += 1;
             continue;
         }
         let finished = tokio::select! {
-            done = running.join_next() => done,
+            done = running.next() => done,
             _ = sleep_until(next_at), if may_start => continue,
             _ = sleep_until(deadline) => break,
         };
-        let Some(Ok((up, t0, result))) = finished else {
+        let Some((up, t0, result)) = finished else {
             continue;
         };
         if slow.as_ref().is_some_and(|s| Arc::ptr_eq(s, &up)) {
@@ -93,19 +97,17 @@ pub async fn run(
     servfail.ok_or(ForwardError::Exhausted { attempts: started })
 }
 
-fn spawn_attempt(
-    running: &mut JoinSet<Attempt>,
+fn attempt(
     up: Arc<Upstream>,
     query: &[u8],
     deadline: Instant,
-) {
-    let mut query = query.to_vec();
-    running.spawn(async move {
+) -> impl Future<Output = Attempt> + '_ {
+    async move {
         let t0 = Instant::now();
         let limit = deadline.saturating_duration_since(t0);
-        let result = up.exchange(&mut query, limit).await;
+        let result = up.exchange(query, limit).await;
         (up, t0, result)
-    });
+    }
 }
 
 fn judge(up: &Arc<Upstream>, t0: Instant, result: Result<Vec<u8>, ExchangeError>) -> Verdict {

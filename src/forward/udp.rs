@@ -1,55 +1,334 @@
-//! One query over UDP to one upstream (RFC 5452 §9): a fresh socket per query, so the source
-//! port is random, `connect()`ed so the kernel drops datagrams from any other address, and a
-//! reply accepted only when [`wire::check_reply`] says it answers what we sent.
+//! Queries over UDP to one upstream (RFC 5452 §9), on a few reused sockets per runtime.
+//!
+//! A socket of its own per query gives every query a fresh random source port, but costs a
+//! `socket`, `bind`, `connect`, a reactor registration and a `close` on every miss: most of a
+//! miss's CPU. Instead each runtime (one per worker) keeps [`LANES`] sockets per upstream,
+//! each `connect()`ed (the kernel drops datagrams from any other address) and bound to a port
+//! the kernel picks at random, and sends many queries on each, matched to replies by ID. A
+//! socket is retired after [`LANE_QUERIES`] queries or [`LANE_AGE`], whichever comes first,
+//! so ports keep changing: an off-path attacker must still hit one of a few random ports
+//! *and* the random ID of a query in flight, and a port never lives long enough to be
+//! learned and reused.
+//!
+//! One task per socket reads replies and hands each to the query whose ID it carries, if
+//! [`wire::check_reply`] says it answers what was sent. IDs are never reused on a socket, so
+//! a late reply to a query that gave up is recognised and dropped quietly, while a datagram
+//! with an ID never sent, or with the wrong question, counts as a spoof mismatch.
 
+use std::collections::HashMap;
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::net::UdpSocket;
-use tokio::time::timeout_at;
+use tokio::runtime::{Handle, Id as RuntimeId};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::{Instant, timeout_at};
 
 use crate::stats::{Stats, inc};
 use crate::wire;
 
 use super::ExchangeError;
 
+/// Sockets per upstream and runtime, used in turn.
+pub const LANES: usize = 4;
+/// Queries sent on one socket before it is retired for one on a new random port.
+pub const LANE_QUERIES: u32 = 1024;
+/// Age at which a socket is retired however few queries it carried.
+pub const LANE_AGE: Duration = Duration::from_secs(10);
+
 /// Largest upstream datagram we read. We advertise 1232, but an upstream may ignore it; a
 /// datagram longer than this is cut by the kernel, fails the checks and is ignored.
 const RECV_BUF: usize = 4096;
+/// Datagrams read per wake-up before the reader lets other tasks run.
+const READS_PER_WAKE: usize = 64;
+/// Runtimes remembered per upstream. The binary has one per worker plus one; only tests
+/// that build a runtime per test go past it, and then the oldest sockets are dropped.
+const MAX_RUNTIMES: usize = 64;
 
-/// Sends `query` (ID already set) to `addr` and waits up to `limit` for a matching reply.
-pub async fn exchange(
+type Reply = Result<Vec<u8>, ExchangeError>;
+
+/// The UDP side of one upstream.
+pub struct UdpPool {
     addr: SocketAddr,
-    query: &[u8],
-    limit: Duration,
-    stats: &Stats,
-) -> Result<Vec<u8>, ExchangeError> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let local: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(local).await?;
-    sock.connect(addr).await?;
-    sock.send(query).await?;
-    let mut buf = vec![0u8; RECV_BUF];
-    loop {
-        let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
-            Err(_) => return Err(ExchangeError::Timeout),
-            // ECONNREFUSED after an ICMP port unreachable: the upstream is not listening.
-            Ok(Err(e)) => return Err(ExchangeError::Network(e)),
-            Ok(Ok(n)) => n,
-        };
-        let reply = buf.get(..n).unwrap_or_default();
-        match wire::check_reply(query, reply) {
-            Ok(()) => {
-                buf.truncate(n);
-                return Ok(buf);
+    stats: Arc<Stats>,
+    runtimes: Mutex<Vec<(RuntimeId, Lanes)>>,
+}
+
+/// One runtime's sockets to this upstream.
+struct Lanes {
+    slots: [Option<Arc<Lane>>; LANES],
+    next: usize,
+}
+
+/// One connected socket and the queries in flight on it.
+struct Lane {
+    sock: UdpSocket,
+    born: Instant,
+    state: Mutex<LaneState>,
+    /// Wakes the reader when a retired lane may have become idle.
+    idle: Notify,
+}
+
+struct LaneState {
+    /// Every ID used on this socket: at most [`LANE_QUERIES`] (plus a few racing queries).
+    slots: HashMap<u16, Slot>,
+    waiting: usize,
+    sent: u32,
+    /// No new queries; the reader ends once `waiting` is 0.
+    retired: bool,
+}
+
+enum Slot {
+    Waiting {
+        sent: Vec<u8>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Answered or abandoned: a datagram for it is late, not forged.
+    Done,
+}
+
+impl UdpPool {
+    pub fn new(addr: SocketAddr, stats: Arc<Stats>) -> UdpPool {
+        UdpPool {
+            addr,
+            stats,
+            runtimes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `query` (as built by [`wire::build_upstream_query`]; its ID is replaced) and
+    /// waits up to `limit` for the reply that answers it.
+    pub async fn exchange(&self, query: &[u8], limit: Duration) -> Reply {
+        let deadline = Instant::now() + limit;
+        if query.len() < wire::HEADER_LEN {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput).into());
+        }
+        let lane = self.lane()?;
+        let (id, reply) = lane.register(query);
+        let registered = Registered { lane: &lane, id };
+        registered.send().await?;
+        match timeout_at(deadline, reply).await {
+            Err(_) => Err(ExchangeError::Timeout),
+            Ok(Ok(reply)) => reply,
+            // The reader ended without an answer for us (its runtime is shutting down).
+            Ok(Err(_)) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
+        }
+    }
+
+    /// The next lane of the current runtime, replacing it first if it is spent.
+    fn lane(&self) -> io::Result<Arc<Lane>> {
+        let runtime = Handle::try_current()
+            .map_err(|_| io::Error::other("no async runtime"))?
+            .id();
+        let mut runtimes = self.runtimes.lock();
+        let at = match runtimes.iter().position(|(id, _)| *id == runtime) {
+            Some(at) => at,
+            None => {
+                if runtimes.len() >= MAX_RUNTIMES {
+                    runtimes.remove(0);
+                }
+                runtimes.push((runtime, Lanes::default()));
+                runtimes.len() - 1
             }
-            // A forged or stale datagram: count it and keep waiting for the genuine one,
-            // which an off-path attacker racing us must not be able to displace.
-            Err(_) => inc(&stats.spoof_mismatches),
+        };
+        let lanes = &mut runtimes[at].1;
+        let slot = &mut lanes.slots[lanes.next];
+        lanes.next = (lanes.next + 1) % LANES;
+        if let Some(lane) = slot.as_ref().filter(|l| l.usable()) {
+            return Ok(lane.clone());
+        }
+        let lane = Lane::open(self.addr)?;
+        tokio::spawn(read(lane.clone(), self.stats.clone()));
+        if let Some(old) = slot.replace(lane.clone()) {
+            old.retire();
+        }
+        Ok(lane)
+    }
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes {
+            slots: std::array::from_fn(|_| None),
+            next: 0,
+        }
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        for lane in self.slots.iter().flatten() {
+            lane.retire();
+        }
+    }
+}
+
+impl Lane {
+    fn open(addr: SocketAddr) -> io::Result<Arc<Lane>> {
+        let local: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        // Port 0: the kernel picks a random free ephemeral port.
+        let sock = std::net::UdpSocket::bind(local)?;
+        sock.connect(addr)?;
+        sock.set_nonblocking(true)?;
+        Ok(Arc::new(Lane {
+            sock: UdpSocket::from_std(sock)?,
+            born: Instant::now(),
+            state: Mutex::new(LaneState {
+                slots: HashMap::new(),
+                waiting: 0,
+                sent: 0,
+                retired: false,
+            }),
+            idle: Notify::new(),
+        }))
+    }
+
+    fn usable(&self) -> bool {
+        let st = self.state.lock();
+        !st.retired && st.sent < LANE_QUERIES && self.born.elapsed() < LANE_AGE
+    }
+
+    fn retire(&self) {
+        self.state.lock().retired = true;
+        self.idle.notify_one();
+    }
+
+    /// Takes an ID never used on this socket for a copy of `query`.
+    fn register(&self, query: &[u8]) -> (u16, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.lock();
+        // At most a little over LANE_QUERIES of 65536 IDs are taken: a free one is found
+        // within a try or two.
+        let id = loop {
+            let id: u16 = rand::random();
+            if !st.slots.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut sent = query.to_vec();
+        sent[..2].copy_from_slice(&id.to_be_bytes());
+        st.slots.insert(id, Slot::Waiting { sent, reply: tx });
+        st.waiting += 1;
+        st.sent += 1;
+        (id, rx)
+    }
+
+    /// Hands `datagram` to the query it answers.
+    fn deliver(&self, datagram: &[u8], stats: &Stats) {
+        let Some(id) = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            inc(&stats.spoof_mismatches);
+            return;
+        };
+        let mut st = self.state.lock();
+        let genuine = match st.slots.get(&id) {
+            Some(Slot::Waiting { sent, .. }) => wire::check_reply(sent, datagram).is_ok(),
+            // A second or late answer to a query that is over.
+            Some(Slot::Done) => return,
+            None => false,
+        };
+        // A forged or stray datagram is counted and the query keeps waiting for the genuine
+        // one, which an off-path attacker racing us must not be able to displace.
+        if !genuine {
+            inc(&stats.spoof_mismatches);
+            return;
+        }
+        if let Some(Slot::Waiting { reply, .. }) = st.slots.insert(id, Slot::Done) {
+            st.waiting -= 1;
+            let _ = reply.send(Ok(datagram.to_vec()));
+        }
+    }
+
+    /// A socket error (ECONNREFUSED after an ICMP port unreachable: the upstream is not
+    /// listening) fails every query waiting on this socket: they all went to that upstream.
+    fn fail_waiting(&self, kind: io::ErrorKind) {
+        let mut st = self.state.lock();
+        for slot in st.slots.values_mut() {
+            if let Slot::Waiting { reply, .. } = std::mem::replace(slot, Slot::Done) {
+                let _ = reply.send(Err(io::Error::from(kind).into()));
+            }
+        }
+        st.waiting = 0;
+    }
+
+    fn finished(&self) -> bool {
+        let st = self.state.lock();
+        st.retired && st.waiting == 0
+    }
+}
+
+/// A query registered on a lane; dropping it (answered, timed out or cancelled) marks its
+/// ID done.
+struct Registered<'a> {
+    lane: &'a Lane,
+    id: u16,
+}
+
+impl Registered<'_> {
+    async fn send(&self) -> io::Result<()> {
+        loop {
+            {
+                let st = self.lane.state.lock();
+                let Some(Slot::Waiting { sent, .. }) = st.slots.get(&self.id) else {
+                    // Failed by the reader already (socket error): the answer is in the
+                    // channel.
+                    return Ok(());
+                };
+                match self.lane.sock.try_send(sent) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return r.map(drop),
+                }
+            }
+            self.lane.sock.writable().await?;
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut st = self.lane.state.lock();
+        if let Some(slot) = st.slots.get_mut(&self.id)
+            && matches!(slot, Slot::Waiting { .. })
+        {
+            *slot = Slot::Done;
+            st.waiting -= 1;
+        }
+        if st.retired && st.waiting == 0 {
+            drop(st);
+            self.lane.idle.notify_one();
+        }
+    }
+}
+
+/// Reads replies for `lane` until it is retired and idle.
+async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
+    let mut buf = vec![0u8; RECV_BUF];
+    while !lane.finished() {
+        tokio::select! {
+            ready = lane.sock.readable() => {
+                if let Err(e) = ready {
+                    lane.fail_waiting(e.kind());
+                    lane.retire();
+                    continue;
+                }
+            }
+            () = lane.idle.notified() => continue,
+        }
+        for _ in 0..READS_PER_WAKE {
+            match lane.sock.try_recv(&mut buf) {
+                Ok(n) => lane.deliver(buf.get(..n).unwrap_or_default(), &stats),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    lane.fail_waiting(e.kind());
+                    break;
+                }
+            }
         }
     }
 }

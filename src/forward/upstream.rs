@@ -18,7 +18,7 @@ use crate::config::Transport;
 use crate::stats::Stats;
 use crate::wire;
 
-use super::{ExchangeError, Settings, tcp::TcpPool, udp};
+use super::{ExchangeError, Settings, tcp::TcpPool, udp::UdpPool};
 
 /// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,7 @@ pub struct Upstream {
     latency: OnceLock<metrics::Histogram>,
     health: Mutex<Health>,
     pub(super) tcp: TcpPool,
+    udp: UdpPool,
     /// Swapped by a config reload; health and connections stay.
     settings: ArcSwap<Settings>,
     stats: Arc<Stats>,
@@ -103,6 +104,7 @@ impl Upstream {
             latency: OnceLock::new(),
             health: Mutex::new(Health::default()),
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
+            udp: UdpPool::new(addr, stats.clone()),
             settings: ArcSwap::new(settings),
             stats,
         }
@@ -189,20 +191,14 @@ impl Upstream {
     }
 
     /// One exchange on this upstream's transport, retrying a truncated UDP reply over TCP.
-    pub async fn exchange(
-        &self,
-        query: &mut [u8],
-        limit: Duration,
-    ) -> Result<Vec<u8>, ExchangeError> {
+    pub async fn exchange(&self, query: &[u8], limit: Duration) -> Result<Vec<u8>, ExchangeError> {
         let deadline = tokio::time::Instant::now() + limit;
         if self.transport == Transport::Tcp {
             self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
             return self.tcp.exchange(query, limit).await;
         }
-        let id: u16 = rand::random();
-        query[..2].copy_from_slice(&id.to_be_bytes());
         self.counters.requests_udp.fetch_add(1, Ordering::Relaxed);
-        let reply = udp::exchange(self.addr, query, limit, &self.stats).await?;
+        let reply = self.udp.exchange(query, limit).await?;
         if !wire::Header::parse(&reply).is_some_and(|h| h.tc()) {
             return Ok(reply);
         }
@@ -231,13 +227,13 @@ async fn probe(upstream: Weak<Upstream>) {
     let settings = first.settings.load_full();
     let (mut interval, max) = (settings.probe_interval, settings.probe_max_interval);
     drop(first);
-    let mut query = probe_query();
+    let query = probe_query();
     loop {
         tokio::time::sleep(interval).await;
         let Some(up) = upstream.upgrade() else { return };
         let limit = up.settings.load().max_attempt_timeout;
         let started = tokio::time::Instant::now();
-        if let Ok(reply) = up.exchange(&mut query, limit).await {
+        if let Ok(reply) = up.exchange(&query, limit).await {
             let rcode = wire::Header::parse(&reply).map(|h| h.rcode());
             if !matches!(
                 rcode,
