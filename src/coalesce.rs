@@ -6,7 +6,6 @@
 //! outcome. Waiters are capped per key and keys in flight are capped in total, so a flood of
 //! distinct or identical misses cannot grow memory without bound.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,11 +13,24 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 struct Flight<T> {
-    rx: watch::Receiver<Option<T>>,
-    waiters: AtomicUsize,
+    /// Made when the first waiter besides the leader arrives: most misses are asked by one
+    /// client only, and they never pay for a channel.
+    tx: Option<watch::Sender<Option<T>>>,
+    /// The leader included.
+    waiters: usize,
 }
 
-type FlightMap<T> = Mutex<HashMap<Box<[u8]>, Arc<Flight<T>>>>;
+impl<T> Flight<T> {
+    fn subscribe(&mut self) -> watch::Receiver<Option<T>> {
+        self.tx
+            .get_or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+}
+
+/// Keyed by the cache key; the key's allocation (shared with the leader's [`Completion`])
+/// also tells this flight from a later one for the same key.
+type FlightMap<T> = Mutex<hashbrown::HashMap<Arc<[u8]>, Flight<T>, foldhash::fast::RandomState>>;
 
 /// The table of misses in flight, keyed by cache key.
 pub struct Coalescer<T> {
@@ -31,7 +43,7 @@ pub struct Coalescer<T> {
 /// What [`Coalescer::join`] made of a miss.
 pub enum Join<T> {
     /// First for this key: start the upstream query and [`Completion::complete`] it.
-    Leader(Completion<T>, Waiter<T>),
+    Leader(Completion<T>),
     /// Another miss for this key is already in flight.
     Follower(Waiter<T>),
     /// Too many waiters on this key, or too many keys in flight.
@@ -46,15 +58,14 @@ pub struct Waiter<T> {
 /// The leader's duty: publish the outcome. Dropping it unpublished ends the flight with no
 /// outcome (waiters see `None`), so a failed or cancelled leader never strands its followers.
 pub struct Completion<T> {
-    key: Box<[u8]>,
-    tx: watch::Sender<Option<T>>,
+    key: Arc<[u8]>,
     flights: Arc<FlightMap<T>>,
 }
 
 impl<T: Clone> Coalescer<T> {
     pub fn new(max_keys: usize, max_waiters: usize) -> Coalescer<T> {
         Coalescer {
-            flights: Arc::new(Mutex::new(HashMap::new())),
+            flights: Arc::default(),
             max_keys: AtomicUsize::new(max_keys),
             max_waiters: AtomicUsize::new(max_waiters),
         }
@@ -69,35 +80,28 @@ impl<T: Clone> Coalescer<T> {
     /// Joins the flight for `key`, starting one if there is none.
     pub fn join(&self, key: &[u8]) -> Join<T> {
         let mut flights = self.flights.lock();
-        if let Some(flight) = flights.get(key) {
-            if flight.waiters.fetch_add(1, Ordering::Relaxed)
-                >= self.max_waiters.load(Ordering::Relaxed)
-            {
-                flight.waiters.fetch_sub(1, Ordering::Relaxed);
+        if let Some(flight) = flights.get_mut(key) {
+            if flight.waiters >= self.max_waiters.load(Ordering::Relaxed) {
                 return Join::Overloaded;
             }
+            flight.waiters += 1;
             return Join::Follower(Waiter {
-                rx: flight.rx.clone(),
+                rx: flight.subscribe(),
             });
         }
         if flights.len() >= self.max_keys.load(Ordering::Relaxed) {
             return Join::Overloaded;
         }
-        let (tx, rx) = watch::channel(None);
-        let key: Box<[u8]> = key.into();
-        flights.insert(
-            key.clone(),
-            Arc::new(Flight {
-                rx: rx.clone(),
-                waiters: AtomicUsize::new(1),
-            }),
-        );
-        let completion = Completion {
-            key,
-            tx,
-            flights: self.flights.clone(),
+        let key: Arc<[u8]> = key.into();
+        let flight = Flight {
+            tx: None,
+            waiters: 1,
         };
-        Join::Leader(completion, Waiter { rx })
+        flights.insert(key.clone(), flight);
+        Join::Leader(Completion {
+            key,
+            flights: self.flights.clone(),
+        })
     }
 
     /// Keys in flight now.
@@ -107,25 +111,49 @@ impl<T: Clone> Coalescer<T> {
 }
 
 impl<T> Completion<T> {
+    /// A waiter for this flight's outcome, for a leader that does not await the flight
+    /// itself.
+    pub fn waiter(&self) -> Waiter<T> {
+        let rx = match self.ours(&mut self.flights.lock()) {
+            Some(flight) => flight.subscribe(),
+            // Unreachable while `self` lives; a closed channel reads as "no outcome".
+            None => watch::channel(None).1,
+        };
+        Waiter { rx }
+    }
+
     /// Publishes the outcome to every waiter and ends the flight.
     pub fn complete(self, outcome: T) {
-        // Remove first: a miss arriving after this must start a new flight (and will find
+        // Removed first: a miss arriving after this must start a new flight (and will find
         // the cache filled), not join one that is over.
-        self.flights.lock().remove(&self.key);
-        self.tx.send_replace(Some(outcome));
+        if let Some(tx) = self.take() {
+            tx.send_replace(Some(outcome));
+        }
+    }
+
+    /// Removes this flight (not a later one for the same key) and returns its channel.
+    fn take(&self) -> Option<watch::Sender<Option<T>>> {
+        let mut flights = self.flights.lock();
+        self.ours(&mut flights)?;
+        flights.remove(&*self.key).and_then(|f| f.tx)
+    }
+
+    fn ours<'m>(
+        &self,
+        flights: &'m mut hashbrown::HashMap<Arc<[u8]>, Flight<T>, foldhash::fast::RandomState>,
+    ) -> Option<&'m mut Flight<T>> {
+        flights
+            .get_key_value_mut(&*self.key)
+            .filter(|(k, _)| Arc::ptr_eq(k, &self.key))
+            .map(|(_, f)| f)
     }
 }
 
 impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
-        // After `complete` this finds nothing; otherwise it ends an abandoned flight.
-        let mut flights = self.flights.lock();
-        if flights
-            .get(&self.key)
-            .is_some_and(|f| f.rx.same_channel(&self.tx.subscribe()))
-        {
-            flights.remove(&self.key);
-        }
+        // After `complete` this finds nothing; otherwise it ends an abandoned flight, and
+        // dropping its channel tells the waiters.
+        drop(self.take());
     }
 }
 
@@ -146,9 +174,10 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_leaders_outcome() {
         let c: Coalescer<u32> = Coalescer::new(10, 10);
-        let Join::Leader(done, w1) = c.join(b"k") else {
+        let Join::Leader(done) = c.join(b"k") else {
             panic!("first join must lead")
         };
+        let w1 = done.waiter();
         let Join::Follower(w2) = c.join(b"k") else {
             panic!("second join must follow")
         };
@@ -163,9 +192,10 @@ mod tests {
     #[tokio::test]
     async fn abandoned_flight_releases_waiters_and_key() {
         let c: Coalescer<u32> = Coalescer::new(10, 10);
-        let Join::Leader(done, w) = c.join(b"k") else {
+        let Join::Leader(done) = c.join(b"k") else {
             panic!("first join must lead")
         };
+        let w = done.waiter();
         drop(done);
         assert_eq!(w.wait().await, None);
         assert_eq!(c.in_flight(), 0);

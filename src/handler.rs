@@ -197,7 +197,8 @@ impl Handler {
         client: SocketAddr,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
-        let mut out = Vec::new();
+        // Room for a typical answer without growing; a larger one grows once.
+        let mut out = Vec::with_capacity(512);
         let (source, q) = self.answer_slow(pkt, proto, &mut out).await?;
         if self.routing.load().querylog.sample()
             && let Some(q) = q
@@ -290,7 +291,7 @@ impl Handler {
         stale_timeout: Duration,
     ) -> Option<Arc<Outcome>> {
         let waiter = match self.coalescer.join(key) {
-            Join::Leader(done, _) if !have_stale => {
+            Join::Leader(done) if !have_stale => {
                 // Nothing to serve meanwhile, so this client waits for the flight to the end
                 // anyway: fly it here rather than in a task of its own. Followers still get
                 // the outcome, and if this task is cancelled `done` is dropped, which ends
@@ -299,7 +300,8 @@ impl Handler {
                 done.complete(outcome.clone());
                 return Some(outcome);
             }
-            Join::Leader(done, waiter) => {
+            Join::Leader(done) => {
+                let waiter = done.waiter();
                 self.spawn_flight(zone.clone(), q, key, have_stale, done);
                 waiter
             }
@@ -332,7 +334,7 @@ impl Handler {
         };
         let mut keybuf = [0u8; wire::MAX_KEY];
         let key = q.cache_key(&mut keybuf);
-        if let Join::Leader(done, _) = self.coalescer.join(key) {
+        if let Join::Leader(done) = self.coalescer.join(key) {
             self.spawn_flight(zone, q, key, false, done);
         }
     }

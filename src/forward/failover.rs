@@ -8,7 +8,6 @@
 //! FORMERR, NOTIMP) starts the next attempt at once. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -97,17 +96,11 @@ pub async fn run(
     servfail.ok_or(ForwardError::Exhausted { attempts: started })
 }
 
-fn attempt(
-    up: Arc<Upstream>,
-    query: &[u8],
-    deadline: Instant,
-) -> impl Future<Output = Attempt> + '_ {
-    async move {
-        let t0 = Instant::now();
-        let limit = deadline.saturating_duration_since(t0);
-        let result = up.exchange(query, limit).await;
-        (up, t0, result)
-    }
+async fn attempt(up: Arc<Upstream>, query: &[u8], deadline: Instant) -> Attempt {
+    let t0 = Instant::now();
+    let limit = deadline.saturating_duration_since(t0);
+    let result = up.exchange(query, limit).await;
+    (up, t0, result)
 }
 
 fn judge(up: &Arc<Upstream>, t0: Instant, result: Result<Vec<u8>, ExchangeError>) -> Verdict {

@@ -15,7 +15,6 @@
 //! a late reply to a query that gave up is recognised and dropped quietly, while a datagram
 //! with an ID never sent, or with the wrong question, counts as a spoof mismatch.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -74,7 +73,7 @@ struct Lane {
 
 struct LaneState {
     /// Every ID used on this socket: at most [`LANE_QUERIES`] (plus a few racing queries).
-    slots: HashMap<u16, Slot>,
+    slots: hashbrown::HashMap<u16, Slot, foldhash::fast::RandomState>,
     waiting: usize,
     sent: u32,
     /// No new queries; the reader ends once `waiting` is 0.
@@ -181,7 +180,7 @@ impl Lane {
             sock: UdpSocket::from_std(sock)?,
             born: Instant::now(),
             state: Mutex::new(LaneState {
-                slots: HashMap::new(),
+                slots: hashbrown::HashMap::default(),
                 waiting: 0,
                 sent: 0,
                 retired: false,

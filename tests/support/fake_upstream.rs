@@ -78,6 +78,8 @@ pub struct Seen {
     pub opt_payload: Option<u16>,
     /// Whether the OPT carried a COOKIE option (RFC 7873, option code 10).
     pub had_cookie: bool,
+    /// Where the query came from (for UDP, the forwarder's source port).
+    pub from: SocketAddr,
 }
 
 /// A behaviour plus how many queries a `FailFirst` in it has already failed.
@@ -118,7 +120,7 @@ struct Shared {
 
 impl Shared {
     /// Records `raw` as received over `proto` and returns what to send back.
-    fn handle(&self, raw: &[u8], proto: Proto) -> Vec<reply::Send> {
+    fn handle(&self, raw: &[u8], proto: Proto, from: SocketAddr) -> Vec<reply::Send> {
         let counter = match proto {
             Proto::Udp => &self.udp_queries,
             Proto::Tcp => &self.tcp_queries,
@@ -128,7 +130,7 @@ impl Shared {
             Ok(query) => query,
             Err(reply) => return reply.into_iter().map(now).collect(),
         };
-        self.seen.lock().push(seen(&query, proto));
+        self.seen.lock().push(seen(&query, proto, from));
         let behavior = {
             let mut per_name = self.per_name.lock();
             match per_name.get_mut(&zone::key(query.qname())) {
@@ -149,7 +151,7 @@ fn now(bytes: Vec<u8>) -> reply::Send {
     }
 }
 
-fn seen(query: &reply::Query, proto: Proto) -> Seen {
+fn seen(query: &reply::Query, proto: Proto, from: SocketAddr) -> Seen {
     let edns = query.message.edns.as_ref();
     Seen {
         name: query.qname().to_ascii(),
@@ -159,6 +161,7 @@ fn seen(query: &reply::Query, proto: Proto) -> Seen {
         had_opt: edns.is_some(),
         opt_payload: edns.map(|e| e.max_payload()),
         had_cookie: edns.is_some_and(|e| e.option(EdnsCode::Cookie).is_some()),
+        from,
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
         tokio::select! {
             received = sock.recv_from(&mut buf) => {
                 let Ok((len, peer)) = received else { continue };
-                let sends = shared.handle(&buf[..len], Proto::Udp);
+                let sends = shared.handle(&buf[..len], Proto::Udp, peer);
                 if !sends.is_empty() {
                     replies.spawn(send_udp(Arc::clone(&sock), peer, sends));
                 }
@@ -65,9 +65,9 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 shared.tcp_connections.fetch_add(1, Ordering::SeqCst);
-                connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                connections.spawn(serve_connection(stream, peer, Arc::clone(&shared)));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -75,7 +75,7 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Serves 2-byte-length-framed queries (RFC 1035 §4.2.2) one after another, replies in order.
-async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     loop {
         let Ok(len) = stream.read_u16().await else {
             return;
@@ -84,7 +84,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         if stream.read_exact(&mut query).await.is_err() {
             return;
         }
-        for send in shared.handle(&query, Proto::Tcp) {
+        for send in shared.handle(&query, Proto::Tcp, peer) {
             tokio::time::sleep(send.delay).await;
             let Ok(len) = u16::try_from(send.bytes.len()) else {
                 continue;
