@@ -29,11 +29,7 @@ fn main() -> anyhow::Result<()> {
         loop {
             sock.readable().await?;
             loop {
-                match sock.try_io(Interest::READABLE, || rx.recv(sock.as_fd())) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e.into()),
-                }
+                let (_, more) = rx.read(&sock)?;
                 for (pkt, src) in rx.packets() {
                     let (Some(src), Some(out)) = (src, tx.next_buf()) else {
                         continue;
@@ -53,6 +49,9 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 tx.clear();
+                if !more {
+                    break;
+                }
             }
         }
     })

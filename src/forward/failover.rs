@@ -65,10 +65,17 @@ pub async fn run(
             started += 1;
             continue;
         }
+        // One timer at a time: the next attempt's start, or the deadline once no attempt is
+        // left to start (`next_at` is never past the deadline).
+        let wake = if may_start { next_at } else { deadline };
         let finished = tokio::select! {
             done = running.next() => done,
-            _ = sleep_until(next_at), if may_start => continue,
-            _ = sleep_until(deadline) => break,
+            () = sleep_until(wake) => {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            }
         };
         let Some((up, t0, result)) = finished else {
             continue;

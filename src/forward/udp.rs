@@ -15,6 +15,7 @@
 //! a late reply to a query that gave up is recognised and dropped quietly, while a datagram
 //! with an ID never sent, or with the wrong question, counts as a spoof mismatch.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::listener::sys::RecvBatch;
 use crate::stats::{Stats, inc};
 use crate::wire;
 
@@ -38,11 +40,10 @@ pub const LANE_QUERIES: u32 = 1024;
 /// Age at which a socket is retired however few queries it carried.
 pub const LANE_AGE: Duration = Duration::from_secs(10);
 
-/// Largest upstream datagram we read. We advertise 1232, but an upstream may ignore it; a
-/// datagram longer than this is cut by the kernel, fails the checks and is ignored.
-const RECV_BUF: usize = 4096;
-/// Datagrams read per wake-up before the reader lets other tasks run.
-const READS_PER_WAKE: usize = 64;
+/// Batches read per wake-up before the reader lets other tasks run. We advertise 1232
+/// bytes; a longer datagram is cut at [`crate::listener::sys::DATAGRAM`] by the kernel, fails the checks and
+/// is ignored.
+const BATCHES_PER_WAKE: usize = 4;
 /// Runtimes remembered per upstream. The binary has one per worker plus one; only tests
 /// that build a runtime per test go past it, and then the oldest sockets are dropped.
 const MAX_RUNTIMES: usize = 64;
@@ -305,9 +306,14 @@ impl Drop for Registered<'_> {
     }
 }
 
+thread_local! {
+    /// Receive buffers shared by the readers of one thread: they are used only between two
+    /// awaits, so one set per thread serves every lane on it.
+    static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
+}
+
 /// Reads replies for `lane` until it is retired and idle.
 async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
-    let mut buf = vec![0u8; RECV_BUF];
     while !lane.finished() {
         tokio::select! {
             ready = lane.sock.readable() => {
@@ -319,10 +325,17 @@ async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
             }
             () = lane.idle.notified() => continue,
         }
-        for _ in 0..READS_PER_WAKE {
-            match lane.sock.try_recv(&mut buf) {
-                Ok(n) => lane.deliver(buf.get(..n).unwrap_or_default(), &stats),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        for _ in 0..BATCHES_PER_WAKE {
+            let read = REPLIES.with_borrow_mut(|batch| {
+                let read = batch.read(&lane.sock);
+                for (datagram, _) in batch.packets() {
+                    lane.deliver(datagram, &stats);
+                }
+                read
+            });
+            match read {
+                Ok((_, true)) => {}
+                Ok((_, false)) => break,
                 Err(e) => {
                     lane.fail_waiting(e.kind());
                     break;

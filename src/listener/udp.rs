@@ -78,18 +78,23 @@ async fn drain(
 ) -> usize {
     let mut read = 0;
     for _ in 0..max_batches {
-        match sock.try_io(Interest::READABLE, || rx.recv(sock.as_fd())) {
-            Ok(n) => read += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+        let more = match rx.read(sock) {
+            Ok((n, more)) => {
+                read += n;
+                more
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive failed");
                 break;
             }
-        }
+        };
         for (pkt, src) in rx.packets() {
             handle(sock, pkt, src, handler, tasks, tx);
         }
         flush(sock, tx, handler).await;
+        if !more {
+            break;
+        }
     }
     read
 }
