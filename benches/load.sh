@@ -227,6 +227,7 @@ start_server() {
 
 # --- measuring ---------------------------------------------------------------------------
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # perf SERVER MIX [dnsperf args...]: one dnsperf run; prints "qps answered cpu_us_per_query".
@@ -238,15 +239,15 @@ perf_run() {
     cookie) input=(-B -d "$WORK/cookie.bin") ;;
     miss) input=(-n 1 -d "$WORK/miss.txt") ;;
     esac
-    c0=$(cpu_ticks "$SERVER_PID")
+    c0=$(cpu_ticks "$SERVER_PID") u0=$(user_ticks "$SERVER_PID")
     out=$(taskset -c 1 "${DNSPERF[@]}" -s "${ADDR[$server]}" "${input[@]}" "$@" 2>&1)
-    c1=$(cpu_ticks "$SERVER_PID")
+    c1=$(cpu_ticks "$SERVER_PID") u1=$(user_ticks "$SERVER_PID")
     printf '%s\n' "$out" >"$WORK/last.out"
-    awk -v c="$((c1 - c0))" -v tck="$TCK" '
+    awk -v c="$((c1 - c0))" -v u="$((u1 - u0))" -v tck="$TCK" '
         /Queries completed:/ { done = $3 }
         /Queries per second:/ { qps = $4 }
         END { if (done == 0) exit 1
-              printf "%.0f %d %.2f\n", qps, done, c * 1e6 / tck / done }' "$WORK/last.out" || {
+              printf "%.0f %d %.2f %.0f\n", qps, done, c * 1e6 / tck / done, c ? 100 * u / c : 0 }' "$WORK/last.out" || {
         echo "$server/$mix: no query answered" >&2
         cat "$WORK/last.out" >&2
         exit 1
@@ -266,7 +267,7 @@ warm() {
     esac
 }
 
-RESULTS=$WORK/results # server mix run qps answered us rss
+RESULTS=$WORK/results # server mix run qps answered us rss user%
 LATENCY=$WORK/latency # server mix rate p50_us p99_us us_at_rate
 
 # Latency at a fixed offered load: dnsperf -v prints one line per answer, latency last.
@@ -274,8 +275,10 @@ latency_run() {
     local server=$1 mix=$2 rate=$3 line
     [[ $mix == miss ]] && miss_names "lat-$server"
     line=$(perf_run "$server" "$mix" -l "$DUR" -Q "$rate" -v)
+    local _qps _answered us _user
+    read -r _qps _answered us _user <<<"$line"
     grep -E '^> ' "$WORK/last.out" | awk '{ print $NF * 1e6 }' | sort -n >"$WORK/lat.sorted"
-    awk -v s="$server" -v m="$mix" -v r="$rate" -v us="${line##* }" '
+    awk -v s="$server" -v m="$mix" -v r="$rate" -v us="$us" '
         { v[NR] = $1 }
         END { if (NR == 0) { print s, m, r, "-", "-", us; exit }
               p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
@@ -309,9 +312,9 @@ for server in "${SERVERS[@]}"; do
         for run in $(seq "$RUNS"); do
             [[ $mix == miss ]] && miss_names "$server-$run"
             line=$(perf_run "$server" "$mix" -l "$DUR")
-            read -r qps answered us <<<"$line"
-            echo "$server $mix $run $qps $answered $us $(rss_kib "$SERVER_PID")" >>"$RESULTS"
-            echo "  $server $mix run $run: $qps qps, $us us/query" >&2
+            read -r qps answered us user <<<"$line"
+            echo "$server $mix $run $qps $answered $us $(rss_kib "$SERVER_PID") $user" >>"$RESULTS"
+            echo "  $server $mix run $run: $qps qps, $us us/query ($user% user)" >&2
         done
     done
     stop "$SERVER_PID"
@@ -359,12 +362,12 @@ stop "$NSD_PID"
 lat() { awk -v s="$1" -v m="$2" -v f="$3" '$1 == s && $2 == m { print $f }' "$LATENCY"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
-echo "| mix | server | QPS | CPU us/query | CPU us/query @ half load | p50 us | p99 us | RSS MiB |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| mix | server | QPS | CPU us/query | user % | CPU us/query @ half load | p50 us | p99 us | RSS MiB |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for mix in "${MIXES[@]}"; do
     for server in "${SERVERS[@]}"; do
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mix" "$server" \
-            "$(result "$server" "$mix" 4)" "$(result "$server" "$mix" 6)" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mix" "$server" \
+            "$(result "$server" "$mix" 4)" "$(result "$server" "$mix" 6)" "$(result "$server" "$mix" 8)" \
             "$(lat "$server" "$mix" 6)" "$(lat "$server" "$mix" 4)" "$(lat "$server" "$mix" 5)" \
             "$(awk -v k="$(result "$server" "$mix" 7)" 'BEGIN { printf "%.1f", k / 1024 }')"
     done
