@@ -8,6 +8,8 @@
 #   RUNS=1 DUR=2 benches/load.sh   fewer/shorter runs (full mode only)
 #   SERVERS="nodedns dnsdist" MIXES=miss benches/load.sh   a subset (ratios need the servers)
 #   NODEDNS=path/to/nodedns benches/load.sh   another nodedns binary (e.g. an older build)
+#   MEMORY_ONLY=1 benches/load.sh  only nodedns's RSS growth per cached entry, median of RUNS
+#                                  fresh daemons (release build; no peers, no throughput runs)
 #
 # Needs root-free loopback only, and the Debian packages dnsperf, nsd, dnsdist, unbound.
 # Everything listens on 127.0.0.x; every process started here is stopped on exit.
@@ -298,6 +300,22 @@ wait_answer "$UPSTREAM"
 : >"$RESULTS"
 : >"$LATENCY"
 declare -A MEMPER
+if [[ ${MEMORY_ONLY:-} == 1 ]]; then
+    # A fresh daemon per run: the figure moves with the allocator's state, so take the median.
+    for run in $(seq "$RUNS"); do
+        start_server nodedns
+        r0=$(rss_kib "$SERVER_PID")
+        perf_run nodedns all -n 1 >/dev/null
+        r1=$(rss_kib "$SERVER_PID")
+        stop "$SERVER_PID"
+        echo "$(((r1 - r0) * 1024 / NAMES))" >>"$WORK/memper"
+        echo "  run $run: $(((r1 - r0) * 1024 / NAMES)) bytes (RSS $((r0 / 1024)) -> $((r1 / 1024)) MiB)" >&2
+    done
+    echo "RSS growth per cached entry after $NAMES distinct names (bytes), median of $RUNS:"
+    echo "  nodedns: $(median <"$WORK/memper")"
+    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 for server in "${SERVERS[@]}"; do
     start_server "$server"
     # RSS growth per cached entry: every zone name once into a fresh cache.
