@@ -65,8 +65,8 @@ pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> std::io::Result
         let stale_until = inserted
             .saturating_add(u64::from(e.ttl) * 1000)
             .saturating_add(ms(stale_max));
-        let (Ok(klen), Ok(rlen)) = (u16::try_from(key.len()), u16::try_from(e.response.len()))
-        else {
+        let response = e.message();
+        let (Ok(klen), Ok(rlen)) = (u16::try_from(key.len()), u16::try_from(response.len())) else {
             return;
         };
         if stale_until <= wall || count == u32::MAX {
@@ -79,7 +79,7 @@ pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> std::io::Result
         body.extend_from_slice(&klen.to_be_bytes());
         body.extend_from_slice(key);
         body.extend_from_slice(&rlen.to_be_bytes());
-        body.extend_from_slice(&e.response);
+        body.extend_from_slice(response);
         count += 1;
     });
     body[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&count.to_be_bytes());

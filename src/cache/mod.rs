@@ -56,7 +56,8 @@ pub enum EntryKind {
 /// One cached response.
 #[derive(Debug)]
 pub struct Entry {
-    /// The normalised response (see [`crate::wire::normalize_response`]).
+    /// The normalised response: the message and its TTL offset table (see
+    /// [`crate::wire::normalize_response`]).
     pub response: Box<[u8]>,
     pub layout: Layout,
     pub kind: EntryKind,
@@ -124,13 +125,15 @@ impl Entry {
         !self.refreshing.load(Ordering::Relaxed) && !self.refreshing.swap(true, Ordering::AcqRel)
     }
 
-    /// The weight the store charges for this entry's value: the response, the layout's TTL
-    /// offsets, the entry itself and its `Arc` counts.
+    /// The response as a DNS message, without its TTL offset table.
+    pub fn message(&self) -> &[u8] {
+        self.layout.message(&self.response)
+    }
+
+    /// The weight the store charges for this entry's value: the response (TTL offsets
+    /// included), the entry itself and its `Arc` counts.
     fn weight(&self) -> usize {
-        self.response.len()
-            + self.layout.ttl_offsets.capacity() * size_of::<u16>()
-            + size_of::<Entry>()
-            + 2 * size_of::<usize>()
+        self.response.len() + size_of::<Entry>() + 2 * size_of::<usize>()
     }
 }
 

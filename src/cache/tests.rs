@@ -243,7 +243,7 @@ fn an_expired_lookup_does_not_remove_a_newer_answer() {
     let Lookup::Fresh { entry, .. } = cache.lookup(KEY, later) else {
         panic!("replaced entry missing");
     };
-    assert_eq!(&*entry.response, &[2; 40][..]);
+    assert_eq!(entry.message(), &[2; 40][..]);
 }
 
 #[test]

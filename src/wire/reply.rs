@@ -42,13 +42,16 @@ pub struct Client<'a> {
 
 /// Writes the copy of a stored (normalized) response that `client` gets into `out` (cleared
 /// first): the client's ID and question bytes, TTLs per `ttl`, the OPT removed if the client
-/// sent none (RFC 6891 §7). If the result exceeds `client.max_len`, it is cut down:
+/// sent none (RFC 6891 §7). `stored` and `layout` are what [`normalize_response`] produced.
+/// If the result exceeds `client.max_len`, it is cut down:
 /// additional records are dropped first, then authority records when there are answers,
 /// and if the answer section still does not fit, TC=1 is set and it carries the whole answer
 /// records that fit (musl never retries over TCP, so an empty TC reply would leave it with
 /// nothing). The OPT, when kept, survives every cut.
 ///
 /// When even the header, question and OPT exceed `max_len`, that much is sent with TC=1.
+///
+/// [`normalize_response`]: super::normalize_response
 pub fn write_reply(
     stored: &[u8],
     layout: &Layout,
@@ -57,25 +60,21 @@ pub fn write_reply(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.extend_from_slice(stored);
+    out.extend_from_slice(layout.message(stored));
     put_u16(out, 0, client.id);
-    let question_end = usize::from(layout.question_end);
+    let question_end = layout.question_end();
     // A question of another length would belong to another name: keep the stored one.
     if let Some(q) = out.get_mut(HEADER_LEN..question_end)
         && q.len() == client.question.len()
     {
         q.copy_from_slice(client.question);
     }
-    for &at in &layout.ttl_offsets {
-        let at = usize::from(at);
+    for at in layout.ttl_offsets(stored) {
         if let Some(stored_ttl) = u32_at(out, at) {
             put_u32(out, at, ttl.apply(stored_ttl));
         }
     }
-    let mut opt_at = layout
-        .opt_offset
-        .map(usize::from)
-        .filter(|&o| o < out.len());
+    let mut opt_at = layout.opt_offset().filter(|&o| o < out.len());
     if let Some(o) = opt_at
         && !client.has_edns
     {

@@ -36,14 +36,53 @@ pub struct Analysis {
 }
 
 /// Where the mutable parts of a stored response live, so serving needs no parse.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// A stored response (what [`normalize_response`] writes) is the DNS message followed by a
+/// table of TTL offsets: one little-endian `u16` per record, the offset of its TTL field in the
+/// message, OPT excluded. Keeping the table in the same buffer as the message, and this
+/// struct down to three `u16`s, spares the cache a heap block per entry (the table was a
+/// `Vec` of its own). The default describes a buffer that is all message: no records, no OPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Layout {
     /// End of the question section (offset of the first record).
-    pub question_end: u16,
-    /// Offset of each record's TTL field, OPT excluded.
-    pub ttl_offsets: Vec<u16>,
-    /// Offset of our OPT record, which is always the last record when present.
-    pub opt_offset: Option<u16>,
+    question_end: u16,
+    /// Offset of our OPT record, which is always the last record; 0 when there is none (the
+    /// header is at offset 0, so no record is).
+    opt_offset: u16,
+    /// How many TTL offsets follow the message.
+    ttl_count: u16,
+}
+
+impl Layout {
+    /// End of the question section (offset of the first record).
+    pub fn question_end(&self) -> usize {
+        usize::from(self.question_end)
+    }
+
+    /// Offset of our OPT record, the last record of the message, if it has one.
+    pub fn opt_offset(&self) -> Option<usize> {
+        (self.opt_offset != 0).then_some(usize::from(self.opt_offset))
+    }
+
+    /// The DNS message of a stored response: `stored` without the TTL offset table.
+    pub fn message<'a>(&self, stored: &'a [u8]) -> &'a [u8] {
+        let end = stored.len().saturating_sub(self.table_len());
+        stored.get(..end).unwrap_or_default()
+    }
+
+    /// The offset of each record's TTL field in the message, OPT excluded, in record order.
+    pub fn ttl_offsets<'a>(&self, stored: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        let table = stored
+            .get(stored.len().saturating_sub(self.table_len())..)
+            .unwrap_or_default();
+        table
+            .chunks_exact(2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    }
+
+    fn table_len(&self) -> usize {
+        2 * usize::from(self.ttl_count)
+    }
 }
 
 /// Error from analysing or rewriting a response.
@@ -101,7 +140,9 @@ struct Walk {
 /// OPT copied, then our own OPT appended as the last record (UDP size 1232; DO flag and
 /// extended rcode taken from the upstream's OPT; only Extended DNS Error options (code 15)
 /// kept: cookies, ECS and padding are dropped). No OPT is added when upstream sent none.
-/// Writes into `out` (cleared first) and returns its analysis and layout.
+/// Writes into `out` (cleared first) the message followed by its TTL offset table (see
+/// [`Layout`]: `out` is not a DNS message; [`Layout::message`] is), and returns its analysis
+/// and layout.
 ///
 /// Records after the upstream's OPT are dropped (the OPT is almost always last): removing
 /// the OPT from the middle would shift them and break any compression pointer among them.
@@ -129,7 +170,7 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
     let sections = [header.ancount, header.nscount, header.arcount];
     for (section, &count) in sections.iter().enumerate() {
         for _ in 0..count {
-            at = walk_record(resp, at, section, &mut walk, out, &mut layout)?;
+            at = walk_record(resp, at, section, &mut walk, out)?;
         }
     }
     if at != resp.len() {
@@ -137,13 +178,15 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
     }
     let mut arcount = walk.counts[2];
     if let Some(opt) = walk.opt {
-        layout.opt_offset = Some(u16::try_from(out.len()).map_err(|_| WireError::Trailing)?);
+        layout.opt_offset = u16::try_from(out.len()).map_err(|_| WireError::Trailing)?;
         write_our_opt(resp, opt, out)?;
         arcount += 1;
     }
     put_u16(out, ANCOUNT_AT, walk.counts[0]);
     put_u16(out, NSCOUNT_AT, walk.counts[1]);
     put_u16(out, ARCOUNT_AT, arcount);
+    let records = walk.counts.iter().map(|&c| usize::from(c)).sum();
+    layout.ttl_count = append_ttl_offsets(out, layout.question_end(), records)?;
     let rcode_high = walk.opt.map_or(0, |o| o.rcode_high);
     let full_rcode = (u16::from(rcode_high) << 4) | header.rcode();
     let analysis = Analysis {
@@ -155,6 +198,27 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
     Ok((analysis, layout))
 }
 
+/// Appends the TTL offset table of the `records` records (OPT excluded) that follow the
+/// question in the message `out` holds, and returns their count. The records are found by
+/// walking the message once more: their offsets are only final once the message is, and a
+/// second walk over a few records costs less than a buffer to keep them in meanwhile.
+fn append_ttl_offsets(
+    out: &mut Vec<u8>,
+    question_end: usize,
+    records: usize,
+) -> Result<u16, WireError> {
+    let count = u16::try_from(records).map_err(|_| WireError::Trailing)?;
+    let message_len = out.len();
+    let mut at = question_end;
+    for _ in 0..records {
+        let rr = read_rr(&out[..message_len], at).map_err(|e| WireError::walk(e, "record"))?;
+        let ttl_at = u16::try_from(rr.ttl_at).map_err(|_| WireError::Trailing)?;
+        out.extend_from_slice(&ttl_at.to_le_bytes());
+        at = rr.end;
+    }
+    Ok(count)
+}
+
 /// Reads one record of `section` (0 answer, 1 authority, 2 additional) at `at`, copies it
 /// into `out` unless it is the OPT or follows it, and returns the offset after it.
 fn walk_record(
@@ -163,7 +227,6 @@ fn walk_record(
     section: usize,
     walk: &mut Walk,
     out: &mut Vec<u8>,
-    layout: &mut Layout,
 ) -> Result<usize, WireError> {
     let rr = read_rr(resp, at).map_err(|e| WireError::walk(e, "record"))?;
     if rr.rtype == rtype::OPT {
@@ -188,9 +251,6 @@ fn walk_record(
     let ttl_at = out.len() + (rr.ttl_at - rr.start);
     out.extend_from_slice(&resp[rr.start..rr.end]);
     put_u32(out, ttl_at, ttl);
-    layout
-        .ttl_offsets
-        .push(u16::try_from(ttl_at).map_err(|_| WireError::Trailing)?);
     if let Some(count) = walk.counts.get_mut(section) {
         *count += 1;
     }

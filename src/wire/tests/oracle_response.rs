@@ -90,10 +90,10 @@ fn expected_kind(m: &Message) -> Kind {
 
 /// Start and end of every non-OPT record of a stored response, from its layout.
 fn record_spans(stored: &[u8], layout: &Layout) -> Vec<(usize, usize)> {
-    let mut start = usize::from(layout.question_end);
+    let mut start = layout.question_end();
     let mut spans = Vec::new();
-    for &ttl_at in &layout.ttl_offsets {
-        let rdata = usize::from(ttl_at) + 6;
+    for ttl_at in layout.ttl_offsets(stored) {
+        let rdata = ttl_at + 6;
         let end = rdata + usize::from(u16::from_be_bytes([stored[rdata - 2], stored[rdata - 1]]));
         spans.push((start, end));
         start = end;
@@ -108,7 +108,8 @@ proptest! {
         let input = Message::from_vec(&bytes).unwrap();
         let mut out = Vec::new();
         let (analysis, layout) = normalize_response(&bytes, &mut out).unwrap();
-        let output = Message::from_vec(&out).unwrap();
+        let message = layout.message(&out);
+        let output = Message::from_vec(message).unwrap();
         prop_assert_eq!(output.metadata, input.metadata);
         prop_assert_eq!(&output.queries[0].name.to_ascii(), &input.queries[0].name.to_ascii());
         prop_assert_eq!(output.answers.iter().map(exact).collect::<Vec<_>>(), input.answers.iter().map(exact).collect::<Vec<_>>());
@@ -132,11 +133,14 @@ proptest! {
         prop_assert_eq!(analysis.kind, expected_kind(&input));
         // The layout points at every TTL in order, and at our OPT as the last record.
         let ttls: Vec<u32> = output.answers.iter().chain(&output.authorities).chain(&output.additionals).map(|r| r.ttl).collect();
-        let at_offsets: Vec<u32> = layout.ttl_offsets.iter().map(|&o| u32_at(&out, usize::from(o)).unwrap()).collect();
+        let at_offsets: Vec<u32> = layout.ttl_offsets(&out).map(|o| u32_at(message, o).unwrap()).collect();
         prop_assert_eq!(at_offsets, ttls);
-        let spans_end = record_spans(&out, &layout).last().map_or(usize::from(layout.question_end), |s| s.1);
-        prop_assert_eq!(layout.opt_offset.map(usize::from), output.edns.as_ref().map(|_| spans_end));
-        prop_assert_eq!(usize::from(layout.question_end), HEADER_LEN + input.queries[0].to_bytes().unwrap().len());
+        let spans_end = record_spans(&out, &layout).last().map_or(layout.question_end(), |s| s.1);
+        prop_assert_eq!(layout.opt_offset(), output.edns.as_ref().map(|_| spans_end));
+        // The records and our OPT fill the message: nothing of the offset table leaks into it.
+        let opt_end = |o: usize| o + 11 + usize::from(u16::from_be_bytes([message[o + 9], message[o + 10]]));
+        prop_assert_eq!(layout.opt_offset().map_or(spans_end, opt_end), message.len());
+        prop_assert_eq!(layout.question_end(), HEADER_LEN + input.queries[0].to_bytes().unwrap().len());
     }
 
     #[test]
@@ -150,7 +154,7 @@ proptest! {
     ) {
         let mut stored = Vec::new();
         let (_, layout) = normalize_response(&emit_response(&c), &mut stored).unwrap();
-        let qend = usize::from(layout.question_end);
+        let qend = layout.question_end();
         let mut question = stored[HEADER_LEN..qend].to_vec();
         let name_len = question.len() - 4;
         flip_case(&mut question[..name_len], &mask);
@@ -158,7 +162,8 @@ proptest! {
         let mut out = Vec::new();
         write_reply(&stored, &layout, &client, ttl, &mut out);
 
-        let full = Message::from_vec(&stored).unwrap();
+        let message = layout.message(&stored);
+        let full = Message::from_vec(message).unwrap();
         let served = Message::from_vec(&out).unwrap();
         prop_assert_eq!(served.metadata.id, id);
         prop_assert_eq!(&out[HEADER_LEN..qend], &question[..]);
@@ -175,8 +180,8 @@ proptest! {
         prop_assert!(same_but_ttl(&served.authorities, &full.authorities));
         prop_assert!(same_but_ttl(&served.additionals, &full.additionals));
 
-        let opt_len = if served.edns.is_some() { stored.len() - layout.opt_offset.map_or(stored.len(), usize::from) } else { 0 };
-        let uncut_len = layout.opt_offset.map_or(stored.len(), |o| usize::from(o) + opt_len);
+        let opt_len = if served.edns.is_some() { message.len() - layout.opt_offset().unwrap_or(message.len()) } else { 0 };
+        let uncut_len = layout.opt_offset().map_or(message.len(), |o| o + opt_len);
         if uncut_len <= max_len {
             prop_assert_eq!(out.len(), uncut_len);
             prop_assert!(!served.metadata.truncation);
@@ -227,7 +232,7 @@ fn serve_anything(bytes: &[u8], max_len: usize) {
     let mut stored = Vec::new();
     if let Ok((_, layout)) = normalize_response(bytes, &mut stored) {
         let q = stored
-            .get(HEADER_LEN..usize::from(layout.question_end))
+            .get(HEADER_LEN..layout.question_end())
             .unwrap_or_default()
             .to_vec();
         for has_edns in [true, false] {

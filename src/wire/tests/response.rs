@@ -19,6 +19,7 @@ fn soa(ttl: u32, minimum: u32) -> Vec<u8> {
     rr(&[0xC0, 12], rtype::SOA, class::IN, ttl, &rdata)
 }
 
+/// The stored form (message, then TTL offset table), analysis and layout of `resp`.
 fn normalize(resp: &[u8]) -> (Vec<u8>, Analysis, Layout) {
     let mut out = Vec::new();
     let (analysis, layout) = normalize_response(resp, &mut out).unwrap();
@@ -43,12 +44,13 @@ fn our_opt_replaces_theirs_keeping_do_ext_rcode_and_ede_only() {
     let (out, analysis, layout) = normalize(&resp);
     assert_eq!(analysis.rcode, (1 << 4) | 7);
     assert_eq!(analysis.kind, Kind::Other(23));
-    let opt_at = usize::from(layout.opt_offset.unwrap());
+    let opt_at = layout.opt_offset().unwrap();
+    let message = layout.message(&out);
     assert_eq!(
-        &out[opt_at..],
+        &message[opt_at..],
         &opt(EDNS_UDP_SIZE, (1 << 24) | 0x8000, &option(15, &[0, 22]))[..]
     );
-    let parsed = Message::from_vec(&out).unwrap();
+    let parsed = Message::from_vec(message).unwrap();
     assert_eq!(u16::from(parsed.metadata.response_code), 23);
 }
 
@@ -65,8 +67,8 @@ fn records_after_a_mid_section_opt_are_dropped_and_counts_follow() {
     let (out, _, layout) = normalize(&resp);
     let h = Header::parse(&out).unwrap();
     assert_eq!((h.ancount, h.nscount, h.arcount), (1, 0, 2));
-    assert_eq!(layout.ttl_offsets.len(), 2);
-    let parsed = Message::from_vec(&out).unwrap();
+    assert_eq!(layout.ttl_offsets(&out).count(), 2);
+    let parsed = Message::from_vec(layout.message(&out)).unwrap();
     assert_eq!((parsed.answers.len(), parsed.additionals.len()), (1, 1));
     assert!(parsed.edns.is_some());
 }
@@ -75,8 +77,8 @@ fn records_after_a_mid_section_opt_are_dropped_and_counts_follow() {
 fn no_opt_is_added_when_upstream_sent_none() {
     let resp = msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&[0xC0, 12], 300, 1)]);
     let (out, analysis, layout) = normalize(&resp);
-    assert_eq!(out, resp);
-    assert_eq!(layout.opt_offset, None);
+    assert_eq!(layout.message(&out), resp);
+    assert_eq!(layout.opt_offset(), None);
     assert_eq!(
         (analysis.kind, analysis.min_ttl),
         (Kind::Positive, Some(300))
@@ -122,7 +124,7 @@ fn ttls_with_the_top_bit_set_are_stored_as_zero() {
     );
     let (out, analysis, layout) = normalize(&resp);
     assert_eq!(analysis.min_ttl, Some(0));
-    let first = usize::from(layout.ttl_offsets[0]);
+    let first = layout.ttl_offsets(&out).next().unwrap();
     assert_eq!(&out[first..first + 4], &[0, 0, 0, 0]);
 }
 
@@ -265,9 +267,9 @@ fn opt_is_stripped_for_clients_without_edns() {
 
 /// Length of the stored response without its additional A record.
 fn len_without_additional(s: &[u8], layout: &Layout) -> usize {
-    let opt_at = usize::from(layout.opt_offset.unwrap());
+    let opt_at = layout.opt_offset().unwrap();
     let extra_len = rr(&[2, b'n', b's', 0xC0, 12], rtype::A, class::IN, 0, &[0; 4]).len();
-    opt_at - extra_len + (s.len() - opt_at)
+    opt_at - extra_len + (layout.message(s).len() - opt_at)
 }
 
 #[test]
@@ -317,11 +319,12 @@ fn negative_answer_too_big_keeps_opt_and_sets_tc() {
         &[&q(), &soa(300, 60), &opt(1232, 0, &[])],
     );
     let (s, _, layout) = normalize(&resp);
-    let m = serve(&s, &layout, true, s.len() - 1, KEEP);
+    let len = layout.message(&s).len();
+    let m = serve(&s, &layout, true, len - 1, KEEP);
     assert!(m.metadata.truncation);
     assert_eq!((m.answers.len(), m.authorities.len()), (0, 0));
     assert!(m.edns.is_some());
-    let m = serve(&s, &layout, false, s.len() - 11, KEEP);
+    let m = serve(&s, &layout, false, len - 11, KEEP);
     assert!(!m.metadata.truncation, "stripping the OPT made it fit");
     assert_eq!(m.authorities.len(), 1);
 }
