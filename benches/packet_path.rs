@@ -109,8 +109,8 @@ fn hit(cache: &Cache, pkt: &[u8], out: &mut Vec<u8>) -> usize {
         max_len: q.udp_limit(wire::EDNS_UDP_SIZE),
     };
     write_reply(
-        &entry.response,
-        &entry.layout,
+        entry.stored(),
+        entry.layout(),
         &client,
         entry.ttl_rewrite(age),
         out,

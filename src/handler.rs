@@ -253,7 +253,7 @@ impl Handler {
         let source = match (outcome.as_deref(), stale) {
             (Some(Outcome::Cached(entry)), _) => {
                 let ttl = entry.ttl_rewrite(0);
-                self.write(&q, proto, &entry.response, &entry.layout, ttl, udp_cap, out);
+                self.write(&q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
                 Source::Upstream
             }
             (Some(Outcome::Uncached { response, layout }), _) => {
@@ -266,8 +266,7 @@ impl Handler {
             }
             (_, Some(entry)) => {
                 let ttl = entry.stale_ttl_rewrite();
-                let (stored, layout) = (&entry.response, &entry.layout);
-                self.write(&q, proto, stored, layout, ttl, udp_cap, out);
+                self.write(&q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
                 self.count_hit(entry.kind, true);
                 Source::Stale
             }
@@ -470,7 +469,7 @@ impl Handler {
         out: &mut Vec<u8>,
     ) {
         let ttl = entry.ttl_rewrite(age);
-        self.write(q, proto, &entry.response, &entry.layout, ttl, udp_cap, out);
+        self.write(q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
         self.count_hit(entry.kind, false);
     }
 

@@ -59,14 +59,16 @@ pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> std::io::Result
     body.extend_from_slice(MAGIC);
     body.extend_from_slice(&[0; 4]);
     let mut count: u32 = 0;
-    cache.store().for_each(|key, e| {
-        let age_ms = ms(now.saturating_duration_since(e.inserted));
+    cache.store().for_each(|e| {
+        let key = e.key_parts();
+        let age_ms = ms(cache.age(e, now));
         let inserted = wall.saturating_sub(age_ms);
         let stale_until = inserted
             .saturating_add(u64::from(e.ttl) * 1000)
             .saturating_add(ms(stale_max));
         let response = e.message();
-        let (Ok(klen), Ok(rlen)) = (u16::try_from(key.len()), u16::try_from(response.len())) else {
+        let klen = key[0].len() + key[1].len();
+        let (Ok(klen), Ok(rlen)) = (u16::try_from(klen), u16::try_from(response.len())) else {
             return;
         };
         if stale_until <= wall || count == u32::MAX {
@@ -77,7 +79,8 @@ pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> std::io::Result
         body.extend_from_slice(&inserted.to_be_bytes());
         body.extend_from_slice(&stale_until.to_be_bytes());
         body.extend_from_slice(&klen.to_be_bytes());
-        body.extend_from_slice(key);
+        body.extend_from_slice(key[0]);
+        body.extend_from_slice(key[1]);
         body.extend_from_slice(&rlen.to_be_bytes());
         body.extend_from_slice(response);
         count += 1;
@@ -285,6 +288,27 @@ mod tests {
         };
         assert!((99..=101).contains(&age), "age {age}");
         assert_eq!(entry.ttl, 300);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn round_trip_keeps_keys_whether_or_not_upstream_echoed_the_question_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.snap");
+        let a = cache();
+        // The second answer's question is in upper case: its entry holds its key whole.
+        let keys = [
+            fill(&a, "api.example.test.", 300),
+            fill(&a, "WWW.Example.TEST.", 300),
+        ];
+        assert_eq!(write(&a, &path, Duration::from_secs(3600)).unwrap(), 2);
+        let b = cache();
+        assert_eq!(load(&b, &path).unwrap().restored, 2);
+        for key in keys {
+            assert!(matches!(
+                b.lookup(&key, Instant::now()),
+                Lookup::Fresh { .. }
+            ));
+        }
     }
 
     #[tokio::test(start_paused = true)]

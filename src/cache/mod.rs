@@ -11,18 +11,20 @@
 //! and gone after that: the lookup that finds it expired removes it, and eviction takes the
 //! expired entries nobody asks for.
 
+mod entry;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::mem::size_of;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::wire::{Analysis, Kind, Layout, TtlRewrite};
+use crate::wire::{Analysis, Kind, Layout};
+
+pub use entry::{Entry, EntryKind};
 
 /// TTL served for stale answers (RFC 8767 §4 recommends 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -40,101 +42,6 @@ pub struct TtlPolicy {
     pub max_ttl: u32,
     pub negative_max_ttl: u32,
     pub servfail_ttl: u32,
-}
-
-/// What kind of answer an entry holds; hits are counted by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A positive answer.
-    Success,
-    /// NXDOMAIN or NODATA (RFC 2308).
-    Denial,
-    /// A SERVFAIL, cached briefly to stop stampedes (RFC 2308 §7.1).
-    ServFail,
-}
-
-/// One cached response.
-#[derive(Debug)]
-pub struct Entry {
-    /// The normalised response: the message and its TTL offset table (see
-    /// [`crate::wire::normalize_response`]).
-    pub response: Box<[u8]>,
-    pub layout: Layout,
-    pub kind: EntryKind,
-    pub inserted: Instant,
-    /// The clamped TTL, seconds: the entry is fresh for this long after `inserted`.
-    pub ttl: u32,
-    hits: AtomicU32,
-    /// Set by the one caller that wins the prefetch of this entry.
-    prefetching: AtomicBool,
-    /// Set by the one caller that wins the stale refresh of this entry. Separate from
-    /// `prefetching` so a failed prefetch does not block the refresh once the entry is stale.
-    refreshing: AtomicBool,
-}
-
-impl Entry {
-    fn new(
-        response: Vec<u8>,
-        layout: Layout,
-        kind: EntryKind,
-        inserted: Instant,
-        ttl: u32,
-    ) -> Self {
-        Entry {
-            response: response.into_boxed_slice(),
-            layout,
-            kind,
-            inserted,
-            ttl,
-            hits: AtomicU32::new(0),
-            prefetching: AtomicBool::new(false),
-            refreshing: AtomicBool::new(false),
-        }
-    }
-
-    /// How a fresh hit `age` seconds old rewrites TTLs: aged, and never above our clamp.
-    pub fn ttl_rewrite(&self, age: u32) -> TtlRewrite {
-        TtlRewrite::Aged { cap: self.ttl, age }
-    }
-
-    /// How a stale answer rewrites TTLs (RFC 8767 §4).
-    pub fn stale_ttl_rewrite(&self) -> TtlRewrite {
-        TtlRewrite::Fixed(STALE_TTL)
-    }
-
-    /// Hits recorded by [`Entry::record_hit_and_check_prefetch`].
-    pub fn hits(&self) -> u32 {
-        self.hits.load(Ordering::Relaxed)
-    }
-
-    /// Counts a fresh hit `age` seconds old and says whether this caller should refresh the
-    /// entry in the background: at least [`PREFETCH_MIN_HITS`] hits (this one included), a TTL
-    /// of at least [`PREFETCH_MIN_TTL`], and at most a tenth of it left. True once per entry.
-    pub fn record_hit_and_check_prefetch(&self, age: u32) -> bool {
-        let hits = self.hits.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let remaining = u64::from(self.ttl.saturating_sub(age));
-        let due = hits >= PREFETCH_MIN_HITS
-            && self.ttl >= PREFETCH_MIN_TTL
-            && remaining * PREFETCH_REMAINING_DIVISOR <= u64::from(self.ttl);
-        due && !self.prefetching.load(Ordering::Relaxed)
-            && !self.prefetching.swap(true, Ordering::AcqRel)
-    }
-
-    /// For a stale hit: true for the one caller that should refresh this entry.
-    pub fn try_start_refresh(&self) -> bool {
-        !self.refreshing.load(Ordering::Relaxed) && !self.refreshing.swap(true, Ordering::AcqRel)
-    }
-
-    /// The response as a DNS message, without its TTL offset table.
-    pub fn message(&self) -> &[u8] {
-        self.layout.message(&self.response)
-    }
-
-    /// The weight the store charges for this entry's value: the response (TTL offsets
-    /// included), the entry itself and its `Arc` counts.
-    fn weight(&self) -> usize {
-        self.response.len() + size_of::<Entry>() + 2 * size_of::<usize>()
-    }
 }
 
 /// The result of a lookup.
@@ -165,6 +72,8 @@ pub struct Cache {
     store: store::Store<Entry>,
     /// `Limits::stale_max` in nanoseconds; atomic so a reload can change it in place.
     stale_max_nanos: AtomicU64,
+    /// What entries' insert times count from.
+    epoch: Instant,
 }
 
 impl Cache {
@@ -172,6 +81,7 @@ impl Cache {
         Cache {
             store: store::Store::new(limits.max_entries, limits.max_bytes),
             stale_max_nanos: AtomicU64::new(nanos(limits.stale_max)),
+            epoch: Instant::now(),
         }
     }
 
@@ -180,7 +90,7 @@ impl Cache {
         let Some(entry) = self.store.get(key) else {
             return Lookup::Miss;
         };
-        let elapsed = now.saturating_duration_since(entry.inserted);
+        let elapsed = self.age(&entry, now);
         let ttl = Duration::from_secs(u64::from(entry.ttl));
         if elapsed < ttl {
             let age = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX);
@@ -223,14 +133,17 @@ impl Cache {
         let Some((kind, ttl)) = cache_ttl(analysis, policy) else {
             return Err((response, layout));
         };
-        let entry = Arc::new(Entry::new(response, layout, kind, now, ttl));
+        let inserted = self.since_epoch(now);
+        let entry = Entry::new(key, response, layout, kind, inserted, ttl)
+            .map_err(|response| (response, layout))?;
+        let entry = Arc::new(entry);
         let weight = entry.weight();
         if self.store.insert(key, Arc::clone(&entry), weight) {
             return Ok(entry);
         }
         // Too large for the store: unwrap the entry nobody else holds.
         match Arc::try_unwrap(entry) {
-            Ok(entry) => Err((entry.response.into_vec(), entry.layout)),
+            Ok(entry) => Err(entry.into_stored()),
             Err(entry) => Ok(entry),
         }
     }
@@ -246,9 +159,19 @@ impl Cache {
         ttl: u32,
         inserted: Instant,
     ) -> bool {
-        let entry = Arc::new(Entry::new(response, layout, kind, inserted, ttl));
+        let inserted = self.since_epoch(inserted);
+        let Ok(entry) = Entry::new(key, response, layout, kind, inserted, ttl) else {
+            return false;
+        };
+        let entry = Arc::new(entry);
         let weight = entry.weight();
         self.store.insert(key, entry, weight)
+    }
+
+    /// How long before `now` `entry` was inserted (zero if after it).
+    pub fn age(&self, entry: &Entry, now: Instant) -> Duration {
+        let nanos = self.since_epoch(now).saturating_sub(entry.inserted);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
     }
 
     /// Removes `key` (e.g. an entry a caller found unusable).
@@ -286,6 +209,15 @@ impl Cache {
 
     fn stale_max(&self) -> Duration {
         Duration::from_nanos(self.stale_max_nanos.load(Ordering::Relaxed))
+    }
+
+    /// `t` as nanoseconds after the epoch; negative before it. Saturates after 292 years.
+    fn since_epoch(&self, t: Instant) -> i64 {
+        if t >= self.epoch {
+            i64::try_from(nanos(t - self.epoch)).unwrap_or(i64::MAX)
+        } else {
+            i64::try_from(nanos(self.epoch - t)).map_or(i64::MIN, |n| -n)
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! eviction policy keeps a hot set alive under a scan of one-off keys. It knows nothing of
 //! DNS or of time.
 //!
+//! Values carry their own key ([`Keyed`]): the store keeps no copy, so an entry costs one
+//! heap block fewer, and a hit compares the key in the memory it is about to serve from.
 //! Keys are hashed once with a per-process seeded foldhash; the hash picks a shard, each shard
 //! a `parking_lot::RwLock` around its own table and S3-FIFO queues (see `shard`). A hit takes
 //! the read lock, compares the full key, bumps an atomic hit counter and clones the `Arc`:
@@ -33,14 +35,22 @@ const MIN_SHARD_ENTRIES: usize = 128;
 /// ...and at least this many bytes of `max_bytes`, so one large (64 KiB TCP) response fits.
 const MIN_SHARD_BYTES: usize = 256 << 10;
 
-/// Bytes each entry costs beyond its key and the caller's value weight, apart from the slab
-/// node itself (added per value type in [`Store::entry_overhead`]): the key's heap block
-/// header and rounding, the hash table's index and control byte, one ghost record (the ghost
-/// set holds at most as many hashes as the shard holds entries) and the slack of tables and
-/// slabs that grow by doubling. Measured with a counting allocator (30-byte keys, full stores
-/// of 1k, 100k and 1M entries after churn), all of it came to 138-170 bytes per entry, 88-100
-/// before any eviction; node (56) plus this covers the worst case seen.
+/// Bytes each entry costs beyond the caller's value weight, apart from the slab node itself
+/// (added per value type in [`Store::entry_overhead`]): the hash table's index and control
+/// byte, one ghost record (the ghost set holds at most as many hashes as the shard holds
+/// entries), the slack of tables and slabs that grow by doubling, and the heap block headers
+/// and rounding of the value. Measured with a counting allocator when keys had a heap block
+/// of their own (30-byte keys, full stores of 1k, 100k and 1M entries after churn), all of it
+/// came to 138-170 bytes per entry, 88-100 before any eviction; since then the key's block
+/// (about 48 bytes with its header and rounding) is gone, so this still covers the worst case
+/// seen.
 const FIXED_OVERHEAD: usize = 120;
+
+/// A value that holds the key it is stored under, in whatever form suits it.
+pub trait Keyed {
+    /// Whether this value is stored under `key`.
+    fn has_key(&self, key: &[u8]) -> bool;
+}
 
 /// Keeps each shard's lock on its own cache lines, away from its neighbours'.
 #[repr(align(128))]
@@ -54,7 +64,7 @@ pub struct Store<V: ?Sized, S = foldhash::fast::RandomState> {
     max_bytes: AtomicUsize,
 }
 
-impl<V: ?Sized> Store<V> {
+impl<V: Keyed + ?Sized> Store<V> {
     /// A store of at most `max_entries` entries and `max_bytes` bytes (see [`Store::insert`]
     /// for what an entry weighs), with a randomly seeded hasher.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
@@ -68,7 +78,7 @@ impl<V: ?Sized> Store<V> {
     }
 }
 
-impl<V: ?Sized, S: BuildHasher> Store<V, S> {
+impl<V: Keyed + ?Sized, S: BuildHasher> Store<V, S> {
     /// A store with `shards` shards (rounded up to a power of two, at most 64) and `hasher`.
     pub fn with_hasher(shards: usize, max_entries: usize, max_bytes: usize, hasher: S) -> Self {
         let n = shards.clamp(1, MAX_SHARDS).next_power_of_two();
@@ -86,7 +96,7 @@ impl<V: ?Sized, S: BuildHasher> Store<V, S> {
         }
     }
 
-    /// What an entry is charged beyond its key length and value weight.
+    /// What an entry is charged beyond its value weight.
     pub fn entry_overhead() -> usize {
         size_of::<Option<shard::Node<V>>>() + FIXED_OVERHEAD
     }
@@ -97,16 +107,18 @@ impl<V: ?Sized, S: BuildHasher> Store<V, S> {
         self.shard(hash).read().get(hash, key)
     }
 
-    /// Stores `value` under `key`, replacing any value there, and evicts as needed to stay
-    /// within both limits. The entry is charged `key.len() + weight` plus
+    /// Stores `value`, which must hold `key` ([`Keyed::has_key`]), under `key`, replacing any
+    /// value there, and evicts as needed to stay within both limits. The entry is charged
+    /// `weight` (which should count the key as the value holds it) plus
     /// [`Store::entry_overhead`]. Returns false, and holds nothing under `key` afterwards,
     /// when the entry weighs more than one shard's share of `max_bytes`.
     pub fn insert(&self, key: &[u8], value: Arc<V>, weight: usize) -> bool {
+        debug_assert!(
+            value.has_key(key),
+            "a value must hold the key it is stored under"
+        );
         let hash = self.hasher.hash_one(key);
-        let charge = key
-            .len()
-            .saturating_add(weight)
-            .saturating_add(Self::entry_overhead());
+        let charge = weight.saturating_add(Self::entry_overhead());
         self.shard(hash).write().insert(hash, key, value, charge)
     }
 
@@ -163,7 +175,7 @@ impl<V: ?Sized, S: BuildHasher> Store<V, S> {
 
     /// Calls `f` on every entry, one shard at a time under its read lock. Not a consistent
     /// snapshot across shards; `f` must not write to this store (it would deadlock).
-    pub fn for_each(&self, mut f: impl FnMut(&[u8], &Arc<V>)) {
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<V>)) {
         for shard in self.shards.iter() {
             shard.0.read().for_each(&mut f);
         }

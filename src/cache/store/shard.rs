@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use hashbrown::HashTable;
 
+use super::Keyed;
 use super::ghost::Ghost;
 
 /// "No entry" in the intrusive lists.
@@ -29,13 +30,15 @@ enum Queue {
     Main,
 }
 
+/// 32 bytes: the slab holds one per entry, plus the slack of its doubling.
 #[derive(Debug)]
 pub(super) struct Node<V: ?Sized> {
-    key: Box<[u8]>,
+    /// Holds its own key ([`Keyed`]).
     value: Arc<V>,
     hash: u64,
-    /// What this entry is charged against the byte bound (key, value weight, overhead).
-    charge: usize,
+    /// What this entry is charged against the byte bound (value weight, overhead); an entry
+    /// heavier than 4 GiB is refused.
+    charge: u32,
     /// Hits since the entry was queued or last passed over by eviction.
     freq: AtomicU8,
     queue: Queue,
@@ -73,7 +76,7 @@ pub(super) struct Shard<V: ?Sized> {
     evictions: u64,
 }
 
-impl<V: ?Sized> Shard<V> {
+impl<V: Keyed + ?Sized> Shard<V> {
     pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
         Shard {
             table: HashTable::new(),
@@ -116,7 +119,10 @@ impl<V: ?Sized> Shard<V> {
     /// A replaced key keeps its queue and hit count: it is the same question, refreshed.
     pub(super) fn insert(&mut self, hash: u64, key: &[u8], value: Arc<V>, charge: usize) -> bool {
         let old = self.find(hash, key).and_then(|i| self.take(i));
-        if charge > self.max_bytes || self.max_entries == 0 {
+        let Ok(charge) = u32::try_from(charge) else {
+            return false;
+        };
+        if charge as usize > self.max_bytes || self.max_entries == 0 {
             return false;
         }
         let (queue, freq) = match &old {
@@ -125,13 +131,12 @@ impl<V: ?Sized> Shard<V> {
             None => (Queue::Small, 0),
         };
         drop(old);
-        while self.len() >= self.max_entries || self.bytes() + charge > self.max_bytes {
+        while self.len() >= self.max_entries || self.bytes() + charge as usize > self.max_bytes {
             if !self.evict_one() {
                 break;
             }
         }
         let node = Node {
-            key: key.into(),
             value,
             hash,
             charge,
@@ -173,9 +178,9 @@ impl<V: ?Sized> Shard<V> {
         }
     }
 
-    pub(super) fn for_each(&self, mut f: impl FnMut(&[u8], &Arc<V>)) {
+    pub(super) fn for_each(&self, mut f: impl FnMut(&Arc<V>)) {
         for node in self.slots.iter().flatten() {
-            f(&node.key, &node.value);
+            f(&node.value);
         }
     }
 
@@ -183,7 +188,7 @@ impl<V: ?Sized> Shard<V> {
         let slots = &self.slots;
         // The full key is compared on every probe: equal hashes prove nothing.
         let found = self.table.find(hash, |&i| {
-            slot(slots, i).is_some_and(|node| node.hash == hash && *node.key == *key)
+            slot(slots, i).is_some_and(|node| node.hash == hash && node.value.has_key(key))
         });
         found.copied()
     }
@@ -262,7 +267,7 @@ impl<V: ?Sized> Shard<V> {
         node.prev = tail;
         node.next = NIL;
         node.queue = queue;
-        let charge = node.charge;
+        let charge = node.charge as usize;
         match self.node_mut(tail) {
             Some(prev) => prev.next = i,
             None => self.fifo(queue).head = i,
@@ -277,7 +282,7 @@ impl<V: ?Sized> Shard<V> {
         let Some(node) = self.node(i) else {
             return;
         };
-        let (prev, next, queue, charge) = (node.prev, node.next, node.queue, node.charge);
+        let (prev, next, queue, charge) = (node.prev, node.next, node.queue, node.charge as usize);
         match self.node_mut(prev) {
             Some(p) => p.next = next,
             None => self.fifo(queue).head = next,
