@@ -42,8 +42,8 @@ const MIN_SHARD_BYTES: usize = 256 << 10;
 /// and rounding of the value. Measured with a counting allocator when keys had a heap block
 /// of their own (30-byte keys, full stores of 1k, 100k and 1M entries after churn), all of it
 /// came to 138-170 bytes per entry, 88-100 before any eviction; since then the key's block
-/// (about 48 bytes with its header and rounding) is gone, so this still covers the worst case
-/// seen.
+/// (about 48 bytes with its header and rounding) is gone and the ghost record is 8 bytes
+/// instead of 16 (twice over: set and queue), so this still covers the worst case seen.
 const FIXED_OVERHEAD: usize = 120;
 
 /// A value that holds the key it is stored under, in whatever form suits it.
