@@ -19,7 +19,8 @@ use crate::wire;
 
 use super::{ErrorKind, ExchangeError, ForwardError, Forwarded, Settings, Upstream};
 
-type Attempt = (Arc<Upstream>, Instant, Result<Vec<u8>, ExchangeError>);
+/// An attempt's number, upstream, start and result.
+type Attempt = (u32, Arc<Upstream>, Instant, Result<Vec<u8>, ExchangeError>);
 
 /// What to do with one finished attempt.
 enum Verdict {
@@ -44,24 +45,28 @@ pub async fn run(
     let mut servfails = 0;
     // When the newest attempt counts as slow and the next one starts.
     let mut next_at = deadline;
-    let mut slow: Option<Arc<Upstream>> = None;
+    let mut slow: Option<(u32, Arc<Upstream>)> = None;
+    // Attempts already counted as timed out when the next one started: their own timeout at
+    // the deadline must not count them twice.
+    let mut charged: Vec<u32> = Vec::new();
     loop {
         let may_start = started < settings.attempts && !order.is_empty();
         if running.is_empty() && !may_start {
             break;
         }
         if running.is_empty() || (may_start && Instant::now() >= next_at) {
-            if let Some(up) = slow.take() {
+            if let Some((n, up)) = slow.take() {
                 // Slow, not dead: a late answer still resets this.
                 up.failure(ErrorKind::Timeout);
+                charged.push(n);
             }
             if started > 0 {
                 inc(&stats.failovers);
             }
             let up = order[started as usize % order.len()].clone();
             next_at = (Instant::now() + up.attempt_timeout()).min(deadline);
-            slow = Some(up.clone());
-            running.push(attempt(up, query, deadline));
+            slow = Some((started, up.clone()));
+            running.push(attempt(started, up, query, deadline));
             started += 1;
             continue;
         }
@@ -77,13 +82,13 @@ pub async fn run(
                 continue;
             }
         };
-        let Some((up, t0, result)) = finished else {
+        let Some((n, up, t0, result)) = finished else {
             continue;
         };
-        if slow.as_ref().is_some_and(|s| Arc::ptr_eq(s, &up)) {
+        if slow.as_ref().is_some_and(|(s, _)| *s == n) {
             slow = None;
         }
-        match judge(&up, t0, result) {
+        match judge(&up, t0, result, charged.contains(&n)) {
             Verdict::Answer(a) => return Ok(a),
             Verdict::ServFail(f) => {
                 servfails += 1;
@@ -97,28 +102,36 @@ pub async fn run(
             Verdict::Failed => next_at = Instant::now(),
         }
     }
-    if let Some(up) = slow {
+    if let Some((_, up)) = slow {
         up.failure(ErrorKind::Timeout);
     }
     servfail.ok_or(ForwardError::Exhausted { attempts: started })
 }
 
-async fn attempt(up: Arc<Upstream>, query: &[u8], deadline: Instant) -> Attempt {
+async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], deadline: Instant) -> Attempt {
     let t0 = Instant::now();
     let limit = deadline.saturating_duration_since(t0);
     let result = up.exchange(query, limit).await;
-    (up, t0, result)
+    (n, up, t0, result)
 }
 
-fn judge(up: &Arc<Upstream>, t0: Instant, result: Result<Vec<u8>, ExchangeError>) -> Verdict {
+/// `charged`: this attempt was already counted as a timeout when the next one started.
+fn judge(
+    up: &Arc<Upstream>,
+    t0: Instant,
+    result: Result<Vec<u8>, ExchangeError>,
+    charged: bool,
+) -> Verdict {
     let reply = match result {
         Ok(reply) => reply,
         Err(e) => {
             tracing::debug!(upstream = %up.addr, error = %e, "upstream attempt failed");
-            up.failure(match e {
-                ExchangeError::Timeout => ErrorKind::Timeout,
-                ExchangeError::Network(_) => ErrorKind::Network,
-            });
+            if !charged {
+                up.failure(match e {
+                    ExchangeError::Timeout => ErrorKind::Timeout,
+                    ExchangeError::Network(_) => ErrorKind::Network,
+                });
+            }
             return Verdict::Failed;
         }
     };
