@@ -173,7 +173,10 @@ impl Server {
         self.ready.set_serving();
         tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
         let mut fingerprint = self.fingerprint();
-        let mut watch = tokio::time::interval(self.watch_interval);
+        // The first check one interval from now, not at once: the fingerprint was just
+        // taken, and an immediate tick would race a reload asked for meanwhile.
+        let first = tokio::time::Instant::now() + self.watch_interval;
+        let mut watch = tokio::time::interval_at(first, self.watch_interval);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
