@@ -348,8 +348,7 @@ impl Handler {
         have_stale: bool,
         done: Completion<Arc<Outcome>>,
     ) {
-        let mut upstream_query = Vec::with_capacity(64);
-        wire::build_upstream_query(q, 0, &mut upstream_query);
+        let upstream_query = upstream_query(q);
         let key = key.to_vec();
         let this = self.clone();
         tokio::spawn(async move {
@@ -360,9 +359,7 @@ impl Handler {
 
     /// The flight for `q` in the caller's task.
     async fn flight(&self, zone: &Zone, q: &Query<'_>, key: &[u8], have_stale: bool) -> Outcome {
-        let mut upstream_query = Vec::with_capacity(64);
-        wire::build_upstream_query(q, 0, &mut upstream_query);
-        self.fly_counted(zone, &upstream_query, key, have_stale)
+        self.fly_counted(zone, &upstream_query(q), key, have_stale)
             .await
     }
 
@@ -500,6 +497,13 @@ fn identity() -> wire::Identity {
         version: concat!("nodedns ", env!("CARGO_PKG_VERSION")).to_owned(),
         hostname,
     }
+}
+
+/// What goes upstream for `q` (its ID is set per attempt).
+fn upstream_query(q: &Query<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    wire::build_upstream_query(q, 0, &mut out);
+    out
 }
 
 /// Whole seconds of a zone's TTL clamps, saturating at `u32::MAX`.
