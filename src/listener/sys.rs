@@ -21,6 +21,14 @@ pub const BATCH: usize = 32;
 pub const DATAGRAM: usize = 4096;
 
 const STORAGE_LEN: socklen_t = size_of::<sockaddr_storage>() as socklen_t;
+/// The flags of both batch calls. glibc declares them `c_int` and musl `c_uint`: the cast
+/// lets the one constant fit either, so the static musl build of the image compiles.
+#[allow(clippy::unnecessary_cast)]
+const MMSG_FLAGS: MmsgFlags = libc::MSG_DONTWAIT as MmsgFlags;
+#[cfg(target_env = "musl")]
+type MmsgFlags = c_uint;
+#[cfg(not(target_env = "musl"))]
+type MmsgFlags = c_int;
 
 fn zeroed_storage() -> sockaddr_storage {
     // SAFETY: `sockaddr_storage` is plain old data (integers and byte arrays); all-zero is a
@@ -90,7 +98,7 @@ impl RecvBatch {
                 fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as c_uint,
-                libc::MSG_DONTWAIT,
+                MMSG_FLAGS,
                 std::ptr::null_mut(),
             )
         };
@@ -227,7 +235,7 @@ impl SendBatch {
                 fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 pending as c_uint,
-                libc::MSG_DONTWAIT,
+                MMSG_FLAGS,
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
