@@ -8,14 +8,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::config::Transport;
-use crate::stats::Stats;
+use crate::stats::{LatencyHistogram, Stats};
 use crate::wire;
 
 use super::{ExchangeError, Settings, tcp::TcpPool, udp::UdpPool};
@@ -54,6 +54,8 @@ pub struct UpstreamCounters {
     pub requests_udp: AtomicU64,
     pub requests_tcp: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// `nodedns_upstream_duration_seconds{upstream}`: exchanges that got a reply.
+    pub latency: LatencyHistogram,
 }
 
 impl UpstreamCounters {
@@ -78,9 +80,6 @@ pub struct Upstream {
     pub transport: Transport,
     /// Kept in [`Stats`] by label, so a reload that rebuilds this upstream keeps counting.
     pub counters: Arc<UpstreamCounters>,
-    /// `nodedns_upstream_duration_seconds{upstream}`, set by [`crate::metrics`] when an
-    /// exporter is attached (absent in tests that run without one).
-    latency: OnceLock<metrics::Histogram>,
     health: Mutex<Health>,
     pub(super) tcp: TcpPool,
     udp: UdpPool,
@@ -101,7 +100,6 @@ impl Upstream {
             addr,
             transport,
             counters: stats.upstream(&label),
-            latency: OnceLock::new(),
             health: Mutex::new(Health::default()),
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
             udp: UdpPool::new(addr, stats.clone()),
@@ -139,16 +137,9 @@ impl Upstream {
         label(self.addr, self.transport)
     }
 
-    /// Attaches the latency histogram; later calls keep the first one.
-    pub fn set_latency_histogram(&self, histogram: metrics::Histogram) {
-        let _ = self.latency.set(histogram);
-    }
-
     /// Records how long an exchange that got a reply took (miss path only).
     pub fn observe_latency(&self, rtt: Duration) {
-        if let Some(h) = self.latency.get() {
-            h.record(rtt.as_secs_f64());
-        }
+        self.counters.latency.record(rtt);
     }
 
     /// Records a usable answer after `rtt`.

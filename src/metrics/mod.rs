@@ -3,29 +3,25 @@
 //! This module owns what `/metrics` says (`docs/metrics.md` documents the same list, and a
 //! test holds the two together). The packet path never touches the `metrics` crate: it bumps
 //! the counters of [`crate::stats`] and the upstreams', and [`Metrics::render`] copies them
-//! into the exporter's registry at scrape time. The one exception is the upstream latency
-//! histogram, recorded on the miss path only when a reply arrives. Every label set is closed
-//! and registered at 0 on start, so a dashboard sees a flat line, not a missing series.
+//! into the exporter's registry at scrape time. The upstream latency histogram is kept by
+//! [`crate::stats`] too, as fixed bucket counters, and written after the exporter's text by
+//! `histogram` (the exporter's own histograms hold every raw sample until a scrape). Every
+//! label set is closed and registered at 0 on start, so a dashboard sees a flat line, not a
+//! missing series.
 //!
 //! The recorder is not installed globally: each [`Metrics`] has its own, so several servers
 //! (tests) can run in one process.
 
+mod histogram;
+
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::forward::ErrorKind;
 use crate::handler::Handler;
 use crate::stats::{DropReason, Hot, RCODE_SLOTS, Stats};
-
-/// Upstream latency buckets, in seconds: sub-millisecond for a resolver's cache hits on the
-/// node's network, up to the 2 s a recursion through a slow authority may take.
-pub const UPSTREAM_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
-];
 
 /// Named rcodes (RFC 1035 §4.1.1); every other rcode is counted as `other`.
 pub const RCODES: [(u16, &str); 6] = [
@@ -217,19 +213,14 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric, at 0 for `handler`'s zones and upstreams.
     pub fn new(handler: Arc<Handler>) -> Metrics {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("nodedns_upstream_duration_seconds".into()),
-                &UPSTREAM_BUCKETS,
-            )
-            .map(PrometheusBuilder::build_recorder)
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let recorder = PrometheusBuilder::new().build_recorder();
         for d in DEFS {
             let name = metrics::KeyName::from(d.name);
             match d.kind {
                 Kind::Counter => recorder.describe_counter(name, None, d.help.into()),
                 Kind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
-                Kind::Histogram => recorder.describe_histogram(name, None, d.help.into()),
+                // Written by `histogram`, not the exporter.
+                Kind::Histogram => {}
             }
         }
         let handle = recorder.handle();
@@ -250,15 +241,24 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.sync();
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut out = self.handle.render();
+        self.render_histograms(&mut out);
+        out
     }
 
-    fn histogram(&self, upstream: &str) -> Histogram {
-        let key = key(
-            "nodedns_upstream_duration_seconds",
-            &[("upstream", upstream)],
-        );
-        self.recorder.register_histogram(&key, &metadata())
+    /// `nodedns_upstream_duration_seconds`, one series per upstream ever configured (like
+    /// the other per-upstream counters, a reload never loses one).
+    fn render_histograms(&self, out: &mut String) {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let name = "nodedns_upstream_duration_seconds";
+        let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
+        histogram::write_header(out, name, help);
+        for (label, c) in self.stats.upstreams() {
+            let h = c.latency.snapshot();
+            histogram::write_series(out, name, &[("upstream", &label)], &h);
+        }
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
@@ -300,8 +300,6 @@ impl Metrics {
             }
         }
         for up in handler.upstreams().all() {
-            // Upstreams a reload added get theirs here; the first attached one stays.
-            up.set_latency_histogram(self.histogram(&up.label()));
             let value = if up.is_up() { 1.0 } else { 0.0 };
             self.gauge("nodedns_upstream_up", &[("upstream", &up.label())])
                 .set(value);

@@ -12,12 +12,16 @@
 //! only its own thread writes stays in that core's cache. Rarer counters (failovers, spoofed
 //! replies, ...) are plain relaxed atomics.
 
+mod histogram;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::forward::upstream::UpstreamCounters;
+
+pub use histogram::{HistogramSnapshot, LATENCY_BUCKETS, LatencyHistogram};
 
 /// Why a packet got no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
