@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nodedns::cache::store::Store;
 use nodedns::cache::{Cache, Entry, Limits, TtlPolicy};
-use nodedns::wire::{self, normalize_response, parse_query};
+use nodedns::wire::{normalize_response, parse_query};
 use tokio::time::Instant;
 
 /// The daemon's allocator: what an entry costs depends on its size classes.
@@ -93,9 +93,8 @@ fn main() {
         max_bytes: 256 << 20,
         stale_max: Duration::from_secs(3_600),
     });
-    let (mut upstream, mut keybuf) = (Vec::new(), [0u8; wire::MAX_KEY]);
     // Everything the loop reuses is allocated before the first reading.
-    upstream.reserve(512);
+    let mut upstream = Vec::with_capacity(512);
     let mut sample = Vec::new();
     let Ok((_, layout)) = normalize_response(&response(0), &mut sample) else {
         eprintln!("the sample response does not parse");
@@ -109,7 +108,7 @@ fn main() {
             eprintln!("query {i} does not parse");
             return;
         };
-        let key = q.cache_key(&mut keybuf);
+        let key = q.cache_key();
         upstream.clear();
         upstream.extend_from_slice(&response(i));
         // As the miss path does: a buffer a little larger than the reply, then a copy to keep.

@@ -261,8 +261,7 @@ mod tests {
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         let qbytes = q.to_vec().unwrap();
         let parsed = wire::parse_query(&qbytes).unwrap();
-        let mut kb = [0u8; wire::MAX_KEY];
-        let key = parsed.cache_key(&mut kb).to_vec();
+        let key = parsed.cache_key().to_vec();
         let mut out = Vec::new();
         let (analysis, layout) = wire::normalize_response(&m.to_vec().unwrap(), &mut out).unwrap();
         cache

@@ -21,8 +21,9 @@ pub struct Query<'a> {
     /// The question section exactly as the client sent it (qname + qtype + qclass); copied back
     /// into every reply so the client's 0x20 case survives.
     pub question: &'a [u8],
-    /// The qname in wire form, lowercased (ASCII only), without compression.
-    qname_lower: [u8; MAX_NAME],
+    /// The cache key (see [`Query::cache_key`]), written while parsing: the lowercased qname
+    /// goes straight from the packet into it, once.
+    key: [u8; MAX_KEY],
     qname_len: u8,
     pub qtype: u16,
     pub qclass: u16,
@@ -37,30 +38,14 @@ const KEY_DO: u8 = 4;
 impl Query<'_> {
     /// The lowercased qname in wire form (length-prefixed labels, ending in the root label).
     pub fn qname(&self) -> &[u8] {
-        &self.qname_lower[..usize::from(self.qname_len)]
+        &self.key[1..1 + usize::from(self.qname_len)]
     }
 
-    /// Writes the cache key into `buf` and returns it: one flags byte (RD, CD, DO), then the
-    /// lowercased qname, qtype and qclass. Never the ID, the bufsize or any EDNS option
-    /// (dig sends a new cookie per query; a key including it would never hit).
-    pub fn cache_key<'b>(&self, buf: &'b mut [u8; MAX_KEY]) -> &'b [u8] {
-        let mut flags = 0;
-        if self.header.rd() {
-            flags |= KEY_RD;
-        }
-        if self.header.cd() {
-            flags |= KEY_CD;
-        }
-        if self.edns.is_some_and(|e| e.dnssec_ok) {
-            flags |= KEY_DO;
-        }
-        let name = self.qname();
-        let end = 1 + name.len() + 4;
-        buf[0] = flags;
-        buf[1..1 + name.len()].copy_from_slice(name);
-        buf[1 + name.len()..end - 2].copy_from_slice(&self.qtype.to_be_bytes());
-        buf[end - 2..end].copy_from_slice(&self.qclass.to_be_bytes());
-        &buf[..end]
+    /// The cache key: one flags byte (RD, CD, DO), then the lowercased qname, qtype and
+    /// qclass. Never the ID, the bufsize or any EDNS option (dig sends a new cookie per
+    /// query; a key including it would never hit).
+    pub fn cache_key(&self) -> &[u8] {
+        &self.key[..1 + usize::from(self.qname_len) + 4]
     }
 
     /// The most a UDP reply to this client may carry: 512 without EDNS, else the client's
@@ -145,8 +130,11 @@ pub fn parse_query(buf: &[u8]) -> Result<Query<'_>, QueryError> {
     if header.qdcount != 1 || header.ancount != 0 || header.nscount != 0 {
         return Err(FORMERR);
     }
-    let mut qname_lower = [0u8; MAX_NAME];
-    let name_len = read_qname(buf, &mut qname_lower).ok_or(FORMERR)?;
+    let mut key = [0u8; MAX_KEY];
+    let (name_slot, _) = key[1..]
+        .split_first_chunk_mut::<MAX_NAME>()
+        .ok_or(FORMERR)?;
+    let name_len = read_qname(buf, name_slot).ok_or(FORMERR)?;
     let name_end = super::HEADER_LEN + name_len;
     let qtype = u16_at(buf, name_end).ok_or(FORMERR)?;
     let qclass = u16_at(buf, name_end + 2).ok_or(FORMERR)?;
@@ -158,15 +146,34 @@ pub fn parse_query(buf: &[u8]) -> Result<Query<'_>, QueryError> {
     if qtype == rtype::AXFR || qtype == rtype::IXFR {
         return Err(QueryError::Reply(rcode::REFUSED));
     }
+    key[0] = key_flags(&header, edns);
+    // The qname and the type and class after it, as the packet has them: in the key they
+    // follow the (lowercased) name directly.
+    key[1 + name_len..1 + name_len + 4].copy_from_slice(&buf[name_end..question_end]);
     Ok(Query {
         header,
         question: &buf[super::HEADER_LEN..question_end],
-        qname_lower,
+        key,
         qname_len: u8::try_from(name_len).map_err(|_| FORMERR)?,
         qtype,
         qclass,
         edns,
     })
+}
+
+/// The first byte of a cache key: the header and OPT bits that change the answer.
+fn key_flags(header: &Header, edns: Option<ClientEdns>) -> u8 {
+    let mut flags = 0;
+    if header.rd() {
+        flags |= KEY_RD;
+    }
+    if header.cd() {
+        flags |= KEY_CD;
+    }
+    if edns.is_some_and(|e| e.dnssec_ok) {
+        flags |= KEY_DO;
+    }
+    flags
 }
 
 /// Walks the qname at the header's end into `lower` (ASCII-lowercased) and returns its wire

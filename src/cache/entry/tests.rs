@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::Entry;
 use crate::cache::{Cache, Limits, Lookup, TtlPolicy};
-use crate::wire::{self, normalize_response, parse_query};
+use crate::wire::{normalize_response, parse_query};
 
 const POLICY: TtlPolicy = TtlPolicy {
     min_ttl: 0,
@@ -40,8 +40,7 @@ fn question(name: &str) -> Vec<u8> {
 fn key(name: &str) -> Vec<u8> {
     let mut pkt = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     pkt.extend_from_slice(&question(&name.to_ascii_lowercase()));
-    let mut buf = [0u8; wire::MAX_KEY];
-    parse_query(&pkt).unwrap().cache_key(&mut buf).to_vec()
+    parse_query(&pkt).unwrap().cache_key().to_vec()
 }
 
 /// Inserts upstream's answer to `name` A, its question echoed as `echoed`, under `name`'s key.

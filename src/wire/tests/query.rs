@@ -199,8 +199,7 @@ fn qname_text_escapes_dots_and_unprintable_bytes() {
 }
 
 fn key_of(buf: &[u8]) -> Vec<u8> {
-    let mut k = [0u8; MAX_KEY];
-    parse_query(buf).unwrap().cache_key(&mut k).to_vec()
+    parse_query(buf).unwrap().cache_key().to_vec()
 }
 
 #[test]
