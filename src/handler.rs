@@ -32,14 +32,22 @@ pub enum Proto {
 }
 
 /// What [`Handler::fast`] did with a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Fast {
     /// The reply is in `out`: send it.
     Reply,
     /// Send nothing (counted).
     Drop,
-    /// Needs upstream work: pass the packet to [`Handler::slow`].
-    Slow,
+    /// Needs upstream work: pass the packet and this to [`Handler::slow`].
+    Slow(Miss),
+}
+
+/// What the fast path found for a query it could not answer, so the slow path does not
+/// look again.
+#[derive(Debug)]
+pub struct Miss {
+    /// An expired entry still inside the serve-stale window (RFC 8767), if there is one.
+    stale: Option<Arc<cache::Entry>>,
 }
 
 /// Largest reply over TCP: the 2-byte frame length.
@@ -152,11 +160,14 @@ impl Handler {
     }
 
     /// Answers what can be answered without waiting: malformed queries and fresh cache hits.
+    /// `now` is when the packet was read (one clock reading serves a whole batch: TTLs age
+    /// in whole seconds).
     pub fn fast(
         self: &Arc<Self>,
         pkt: &[u8],
         proto: Proto,
         client: SocketAddr,
+        now: Instant,
         out: &mut Vec<u8>,
     ) -> Fast {
         self.stats.inc(match proto {
@@ -171,11 +182,13 @@ impl Handler {
         if q.qclass == wire::class::CH {
             return self.chaos(pkt, &q, out);
         }
-        let mut keybuf = [0u8; wire::MAX_KEY];
-        let key = q.cache_key(&mut keybuf);
-        let now = Instant::now();
-        let Lookup::Fresh { entry, age } = self.cache.lookup(key, now) else {
-            return Fast::Slow;
+        let (entry, age) = match self.cache.lookup(q.cache_key(), now) {
+            Lookup::Fresh { entry, age } => (entry, age),
+            Lookup::Stale { entry } => return Fast::Slow(Miss { stale: Some(entry) }),
+            Lookup::Miss => {
+                self.stats.inc(Hot::CacheMisses);
+                return Fast::Slow(Miss { stale: None });
+            }
         };
         let routing = self.routing.load();
         self.write_hit(&q, proto, &entry, age, routing.udp_cap, out);
@@ -189,19 +202,20 @@ impl Handler {
         Fast::Reply
     }
 
-    /// Answers a query that needs upstream work. `None` means send nothing.
+    /// Answers a query that [`Handler::fast`] passed on as `miss`. `None` means send nothing.
     pub async fn slow(
         self: &Arc<Self>,
         pkt: &[u8],
         proto: Proto,
         client: SocketAddr,
+        miss: Miss,
     ) -> Option<Vec<u8>> {
-        let started = Instant::now();
+        let started = self.routing.load().querylog.is_on().then(Instant::now);
         // Room for a typical answer without growing; a larger one grows once.
         let mut out = Vec::with_capacity(512);
-        let (source, q) = self.answer_slow(pkt, proto, &mut out).await?;
-        if self.routing.load().querylog.sample()
-            && let Some(q) = q
+        let (source, q) = self.answer_slow(pkt, proto, miss, &mut out).await?;
+        if let Some(started) = started
+            && self.routing.load().querylog.sample()
         {
             querylog::log(client, &q, source, &out, started);
         }
@@ -213,34 +227,19 @@ impl Handler {
         self: &Arc<Self>,
         pkt: &'p [u8],
         proto: Proto,
+        miss: Miss,
         out: &mut Vec<u8>,
-    ) -> Option<(Source, Option<Query<'p>>)> {
-        let q = match wire::parse_query(pkt) {
-            Ok(q) => q,
-            Err(e) => {
-                return (self.reject(pkt, e, out) == Fast::Reply).then_some((Source::Local, None));
-            }
-        };
-        let mut keybuf = [0u8; wire::MAX_KEY];
-        let key = q.cache_key(&mut keybuf);
+    ) -> Option<(Source, Query<'p>)> {
+        // The fast path parsed this already: it cannot fail now.
+        let q = wire::parse_query(pkt).ok()?;
+        let key = q.cache_key();
         let routing = self.routing.load_full();
         let udp_cap = routing.udp_cap;
-        let stale = match self.cache.lookup(key, Instant::now()) {
-            // Filled by another flight since the fast path looked.
-            Lookup::Fresh { entry, age } => {
-                self.write_hit(&q, proto, &entry, age, udp_cap, out);
-                return Some((Source::Cache, Some(q)));
-            }
-            Lookup::Stale { entry } => Some(entry),
-            Lookup::Miss => {
-                self.stats.inc(Hot::CacheMisses);
-                None
-            }
-        };
+        let stale = miss.stale;
         let Some(zone) = routing.zones.route(q.qname()) else {
             wire::error_reply(pkt, wire::rcode::REFUSED, out);
             self.count_reply(out);
-            return Some((Source::Local, Some(q)));
+            return Some((Source::Local, q));
         };
         inc(match proto {
             Proto::Udp => &zone.requests.udp,
@@ -276,7 +275,7 @@ impl Handler {
                 Source::Local
             }
         };
-        Some((source, Some(q)))
+        Some((source, q))
     }
 
     /// Joins or starts the flight for `key` and waits for it: as long as it takes without a
@@ -331,8 +330,7 @@ impl Handler {
         let Some(zone) = self.routing.load().zones.route(q.qname()).cloned() else {
             return;
         };
-        let mut keybuf = [0u8; wire::MAX_KEY];
-        let key = q.cache_key(&mut keybuf);
+        let key = q.cache_key();
         if let Join::Leader(done) = self.coalescer.join(key) {
             self.spawn_flight(zone, q, key, false, done);
         }

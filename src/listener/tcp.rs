@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -145,21 +146,21 @@ async fn connection(
             // last task holding a sender is done.
             Err(_) => break,
         };
-        match handler.fast(&frame, Proto::Tcp, peer, &mut out) {
+        match handler.fast(&frame, Proto::Tcp, peer, Instant::now(), &mut out) {
             Fast::Reply => {
                 if tx.send(out.clone()).await.is_err() {
                     break;
                 }
             }
             Fast::Drop => {}
-            Fast::Slow => {
+            Fast::Slow(miss) => {
                 // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
                 let Ok(permit) = pipelined.clone().acquire_owned().await else {
                     break;
                 };
                 let (handler, tx) = (handler.clone(), tx.clone());
                 tasks.spawn(async move {
-                    if let Some(reply) = handler.slow(&frame, Proto::Tcp, peer).await {
+                    if let Some(reply) = handler.slow(&frame, Proto::Tcp, peer, miss).await {
                         let _ = tx.send(reply).await;
                     }
                     drop(permit);

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -88,8 +89,10 @@ async fn drain(
                 break;
             }
         };
+        // One clock reading for the batch: it arrived at once, and TTLs age in seconds.
+        let now = Instant::now();
         for (pkt, src) in rx.packets() {
-            handle(sock, pkt, src, handler, tasks, tx);
+            handle(sock, pkt, src, now, handler, tasks, tx);
         }
         flush(sock, tx, handler).await;
         if !more {
@@ -138,6 +141,7 @@ fn handle(
     sock: &Arc<UdpSocket>,
     pkt: &[u8],
     src: Option<SocketAddr>,
+    now: Instant,
     handler: &Arc<Handler>,
     tasks: &TaskTracker,
     tx: &mut SendBatch,
@@ -150,13 +154,13 @@ fn handle(
         handler.stats().dropped_one(DropReason::Send);
         return;
     };
-    match handler.fast(pkt, Proto::Udp, src, out) {
+    match handler.fast(pkt, Proto::Udp, src, now, out) {
         Fast::Reply => tx.commit(src),
         Fast::Drop => {}
-        Fast::Slow => {
+        Fast::Slow(miss) => {
             let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
             tasks.spawn(async move {
-                if let Some(reply) = handler.slow(&pkt, Proto::Udp, src).await {
+                if let Some(reply) = handler.slow(&pkt, Proto::Udp, src, miss).await {
                     send(&sock, &reply, src, &handler).await;
                 }
             });
