@@ -8,6 +8,7 @@
 //! FORMERR, NOTIMP) starts the next attempt at once. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 
+use std::pin::pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -30,61 +31,88 @@ enum Verdict {
 }
 
 /// Runs attempts over `order` (cycled) until an answer, `attempts` attempts or the deadline.
+///
+/// Attempts are futures polled here, not tasks: a miss costs no spawn and no copy of the
+/// query per attempt. Most misses are answered by their first attempt, so that one is polled
+/// in place, and the set that later attempts join is only made once a second one starts.
+/// Attempts carry no timer of their own: this loop's one timer (the next attempt's start, or
+/// the deadline) decides, and an attempt still running at the deadline is dropped with it.
 pub async fn run(
     order: &[Arc<Upstream>],
     query: &[u8],
     settings: &Settings,
     stats: &Stats,
 ) -> Result<Forwarded, ForwardError> {
-    let deadline = Instant::now() + settings.deadline;
-    // Attempts are futures polled here, not tasks: a miss costs no spawn and no copy of the
-    // query per attempt.
-    let mut running = FuturesUnordered::new();
-    let mut started = 0u32;
+    let Some(first_up) = order.first() else {
+        return Err(ForwardError::Exhausted { attempts: 0 });
+    };
+    let start = Instant::now();
+    let deadline = start + settings.deadline;
+    let mut first = pin!(attempt(0, first_up.clone(), query, start));
+    let mut first_live = true;
+    let mut later = None::<FuturesUnordered<_>>;
+    let mut started = 1u32;
     let mut servfail: Option<Forwarded> = None;
     let mut servfails = 0;
     // When the newest attempt counts as slow and the next one starts.
-    let mut next_at = deadline;
-    let mut slow: Option<(u32, Arc<Upstream>)> = None;
+    let mut next_at = (start + first_up.attempt_timeout()).min(deadline);
+    let mut slow: Option<(u32, Arc<Upstream>)> = Some((0, first_up.clone()));
+    // Set when the next attempt should start now: the slow timer fired, or the newest
+    // attempt failed.
+    let mut start_next = false;
     // Attempts already counted as timed out when the next one started: their own timeout at
     // the deadline must not count them twice.
     let mut charged: Vec<u32> = Vec::new();
+    let mut timer = pin!(sleep_until(next_at));
     loop {
-        let may_start = started < settings.attempts && !order.is_empty();
-        if running.is_empty() && !may_start {
-            break;
+        let may_start = started < settings.attempts;
+        let later_live = later.as_ref().is_some_and(|l| !l.is_empty());
+        if !first_live && !later_live {
+            if !may_start {
+                break;
+            }
+            start_next = true;
         }
-        if running.is_empty() || (may_start && Instant::now() >= next_at) {
+        if start_next && may_start {
+            start_next = false;
             if let Some((n, up)) = slow.take() {
                 // Slow, not dead: a late answer still resets this.
                 up.failure(ErrorKind::Timeout);
                 charged.push(n);
             }
-            if started > 0 {
-                inc(&stats.failovers);
-            }
+            inc(&stats.failovers);
+            let now = Instant::now();
             let up = order[started as usize % order.len()].clone();
-            next_at = (Instant::now() + up.attempt_timeout()).min(deadline);
+            next_at = (now + up.attempt_timeout()).min(deadline);
             slow = Some((started, up.clone()));
-            running.push(attempt(started, up, query, deadline));
+            later
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(attempt(started, up, query, now));
             started += 1;
             continue;
         }
-        // One timer at a time: the next attempt's start, or the deadline once no attempt is
-        // left to start (`next_at` is never past the deadline).
+        // One timer: the next attempt's start, or the deadline once no attempt is left to
+        // start (`next_at` is never past the deadline).
         let wake = if may_start { next_at } else { deadline };
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         let finished = tokio::select! {
-            done = running.next() => done,
-            () = sleep_until(wake) => {
-                if Instant::now() >= deadline {
+            biased;
+            done = &mut first, if first_live => {
+                first_live = false;
+                done
+            }
+            Some(done) = next(&mut later), if later_live => done,
+            () = timer.as_mut() => {
+                if wake >= deadline {
                     break;
                 }
+                start_next = true;
                 continue;
             }
         };
-        let Some((n, up, t0, result)) = finished else {
-            continue;
-        };
+        let (n, up, t0, result) = finished;
         if slow.as_ref().is_some_and(|(s, _)| *s == n) {
             slow = None;
         }
@@ -96,10 +124,10 @@ pub async fn run(
                 if servfails >= 2 {
                     break;
                 }
-                next_at = Instant::now();
+                start_next = true;
             }
             // Start the next attempt now rather than at the slow timer.
-            Verdict::Failed => next_at = Instant::now(),
+            Verdict::Failed => start_next = true,
         }
     }
     if let Some((_, up)) = slow {
@@ -108,10 +136,18 @@ pub async fn run(
     servfail.ok_or(ForwardError::Exhausted { attempts: started })
 }
 
-async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], deadline: Instant) -> Attempt {
-    let t0 = Instant::now();
-    let limit = deadline.saturating_duration_since(t0);
-    let result = up.exchange(query, limit).await;
+/// The next finished attempt of the later ones (`None` while there are none).
+async fn next<F: Future<Output = Attempt>>(
+    later: &mut Option<FuturesUnordered<F>>,
+) -> Option<Attempt> {
+    match later {
+        Some(l) => l.next().await,
+        None => None,
+    }
+}
+
+async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], t0: Instant) -> Attempt {
+    let result = up.exchange(query, None, t0).await;
     (n, up, t0, result)
 }
 

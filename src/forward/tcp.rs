@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::stats::{Stats, inc};
 use crate::wire;
@@ -49,10 +50,14 @@ impl TcpPool {
         }
     }
 
-    /// Sends `query` over the shared connection (opening one if needed) and waits up to
-    /// `limit` for the reply that matches it. The ID in `query` is replaced by one unused on
-    /// the connection.
-    pub async fn exchange(&self, query: &[u8], limit: Duration) -> Result<Vec<u8>, ExchangeError> {
+    /// Sends `query` over the shared connection (opening one if needed) and waits until
+    /// `deadline` (or until dropped, without one) for the reply that matches it. The ID in
+    /// `query` is replaced by one unused on the connection.
+    pub async fn exchange(
+        &self,
+        query: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, ExchangeError> {
         let work = async {
             let tx = self.connection().await?;
             let (reply_tx, reply_rx) = oneshot::channel();
@@ -63,7 +68,10 @@ impl TcpPool {
             tx.send(req).await.map_err(|_| closed())?;
             reply_rx.await.map_err(|_| closed())
         };
-        match tokio::time::timeout(limit, work).await {
+        let Some(deadline) = deadline else {
+            return work.await;
+        };
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(r) => r,
             Err(_) => Err(ExchangeError::Timeout),
         }

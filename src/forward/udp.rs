@@ -99,27 +99,34 @@ impl UdpPool {
         }
     }
 
-    /// Sends `query` (as built by [`wire::build_upstream_query`]; its ID is replaced) and
-    /// waits up to `limit` for the reply that answers it.
-    pub async fn exchange(&self, query: &[u8], limit: Duration) -> Reply {
-        let deadline = Instant::now() + limit;
+    /// Sends `query` (as built by [`wire::build_upstream_query`]; its ID is replaced) at
+    /// `now` and waits until `deadline` for the reply that answers it. Without a deadline
+    /// it waits until dropped: the failover loop keeps the time itself, and one timer per
+    /// miss is cheaper than two.
+    pub async fn exchange(&self, query: &[u8], deadline: Option<Instant>, now: Instant) -> Reply {
         if query.len() < wire::HEADER_LEN {
             return Err(io::Error::from(io::ErrorKind::InvalidInput).into());
         }
-        let lane = self.lane()?;
+        let lane = self.lane(now)?;
         let (id, reply) = lane.register(query);
         let registered = Registered { lane: &lane, id };
         registered.send().await?;
-        match timeout_at(deadline, reply).await {
-            Err(_) => Err(ExchangeError::Timeout),
-            Ok(Ok(reply)) => reply,
+        let reply = match deadline {
+            Some(deadline) => match timeout_at(deadline, reply).await {
+                Err(_) => return Err(ExchangeError::Timeout),
+                Ok(reply) => reply,
+            },
+            None => reply.await,
+        };
+        match reply {
+            Ok(reply) => reply,
             // The reader ended without an answer for us (its runtime is shutting down).
-            Ok(Err(_)) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
+            Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
         }
     }
 
-    /// The next lane of the current runtime, replacing it first if it is spent.
-    fn lane(&self) -> io::Result<Arc<Lane>> {
+    /// The next lane of the current runtime, replacing it first if it is spent at `now`.
+    fn lane(&self, now: Instant) -> io::Result<Arc<Lane>> {
         let runtime = Handle::try_current()
             .map_err(|_| io::Error::other("no async runtime"))?
             .id();
@@ -137,7 +144,7 @@ impl UdpPool {
         let lanes = &mut runtimes[at].1;
         let slot = &mut lanes.slots[lanes.next];
         lanes.next = (lanes.next + 1) % LANES;
-        if let Some(lane) = slot.as_ref().filter(|l| l.usable()) {
+        if let Some(lane) = slot.as_ref().filter(|l| l.usable(now)) {
             return Ok(lane.clone());
         }
         let lane = Lane::open(self.addr)?;
@@ -190,9 +197,9 @@ impl Lane {
         }))
     }
 
-    fn usable(&self) -> bool {
+    fn usable(&self, now: Instant) -> bool {
         let st = self.state.lock();
-        !st.retired && st.sent < LANE_QUERIES && self.born.elapsed() < LANE_AGE
+        !st.retired && st.sent < LANE_QUERIES && now.saturating_duration_since(self.born) < LANE_AGE
     }
 
     fn retire(&self) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use crate::config::Transport;
 use crate::stats::{LatencyHistogram, Stats};
@@ -181,23 +182,27 @@ impl Upstream {
         tracing::info!(upstream = %self.addr, "upstream marked up: probe answered");
     }
 
-    /// One exchange on this upstream's transport, retrying a truncated UDP reply over TCP.
-    pub async fn exchange(&self, query: &[u8], limit: Duration) -> Result<Vec<u8>, ExchangeError> {
-        let deadline = tokio::time::Instant::now() + limit;
+    /// One exchange on this upstream's transport, started at `now`, retrying a truncated
+    /// UDP reply over TCP, until `deadline` (or until dropped, without one).
+    pub async fn exchange(
+        &self,
+        query: &[u8],
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Result<Vec<u8>, ExchangeError> {
         if self.transport == Transport::Tcp {
             self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
-            return self.tcp.exchange(query, limit).await;
+            return self.tcp.exchange(query, deadline).await;
         }
         self.counters.requests_udp.fetch_add(1, Ordering::Relaxed);
-        let reply = self.udp.exchange(query, limit).await?;
+        let reply = self.udp.exchange(query, deadline, now).await?;
         if !wire::Header::parse(&reply).is_some_and(|h| h.tc()) {
             return Ok(reply);
         }
         // A truncated reply is never cached or served: ask the same upstream over TCP
         // (RFC 7766 §5) within what is left of this attempt.
         self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.tcp.exchange(query, left).await
+        self.tcp.exchange(query, deadline).await
     }
 }
 
@@ -222,9 +227,9 @@ async fn probe(upstream: Weak<Upstream>) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(up) = upstream.upgrade() else { return };
-        let limit = up.settings.load().max_attempt_timeout;
-        let started = tokio::time::Instant::now();
-        if let Ok(reply) = up.exchange(&query, limit).await {
+        let started = Instant::now();
+        let deadline = started + up.settings.load().max_attempt_timeout;
+        if let Ok(reply) = up.exchange(&query, Some(deadline), started).await {
             let rcode = wire::Header::parse(&reply).map(|h| h.rcode());
             if !matches!(
                 rcode,
