@@ -6,6 +6,7 @@
 //! and once more on SERVFAIL. Upstream health, the UDP exchange and the TCP connections live
 //! in the submodules. It does not own caching or the client side.
 
+mod anchor;
 mod failover;
 pub mod policy;
 pub mod tcp;
@@ -155,6 +156,7 @@ impl Forwarder {
         zone: &ZoneUpstreams,
         query: &[u8],
     ) -> Result<Forwarded, ForwardError> {
+        anchor::note_flight();
         let order = policy::order(zone.policy, &zone.upstreams, &zone.next);
         if order.first().is_some_and(|u| !u.is_up()) {
             inc(&self.stats.all_upstreams_down);
