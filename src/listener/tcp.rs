@@ -159,12 +159,13 @@ async fn connection(
                     break;
                 };
                 let (handler, tx) = (handler.clone(), tx.clone());
-                tasks.spawn(async move {
+                // Boxed for the reason the UDP listener boxes its misses.
+                tasks.spawn(Box::pin(async move {
                     if let Some(reply) = handler.slow(&frame, Proto::Tcp, peer, miss).await {
                         let _ = tx.send(reply).await;
                     }
                     drop(permit);
-                });
+                }));
             }
         }
     }

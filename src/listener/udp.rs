@@ -62,13 +62,20 @@ pub async fn serve(
             tracing::warn!(error = %e, "udp socket failed");
             return;
         }
-        drain(&sock, &handler, &tasks, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
-        tokio::task::yield_now().await;
+        let (_, emptied) =
+            drain(&sock, &handler, &tasks, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
+        // Emptied: waiting for readiness lets the misses' tasks run. Not emptied: yield, or a
+        // flood would starve them. Yielding always would cost a zero-timeout `epoll_wait`
+        // per wake-up, as tokio polls its driver before resuming a yielded task.
+        if !emptied {
+            tokio::task::yield_now().await;
+        }
     }
     retire(&sock, &handler, &tasks, &mut rx, &mut tx).await;
 }
 
-/// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read.
+/// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read
+/// and whether the socket's queue was found empty (or failed) before the limit.
 async fn drain(
     sock: &Arc<UdpSocket>,
     handler: &Arc<Handler>,
@@ -76,7 +83,7 @@ async fn drain(
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
     max_batches: usize,
-) -> usize {
+) -> (usize, bool) {
     let mut read = 0;
     for _ in 0..max_batches {
         let more = match rx.read(sock) {
@@ -86,7 +93,7 @@ async fn drain(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive failed");
-                break;
+                return (read, true);
             }
         };
         // One clock reading for the batch: it arrived at once, and TTLs age in seconds.
@@ -96,10 +103,10 @@ async fn drain(
         }
         flush(sock, tx, handler).await;
         if !more {
-            break;
+            return (read, true);
         }
     }
-    read
+    (read, false)
 }
 
 /// Stops new queries from arriving on `sock` (see the module doc), then answers the ones
@@ -126,7 +133,7 @@ async fn retire(
             return;
         }
         match tokio::time::timeout(RETIRE_POLL, sock.readable()).await {
-            Ok(Ok(())) => answered += drain(sock, handler, tasks, rx, tx, 1).await,
+            Ok(Ok(())) => answered += drain(sock, handler, tasks, rx, tx, 1).await.0,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "udp socket failed while retiring");
                 return;
@@ -159,11 +166,14 @@ fn handle(
         Fast::Drop => {}
         Fast::Slow(miss) => {
             let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
-            tasks.spawn(async move {
+            // Boxed: the miss's future is over a kilobyte, and tokio moves a task's whole
+            // future-or-output slot each time it changes state (three times per miss); a box
+            // is one allocation and those moves are of a pointer.
+            tasks.spawn(Box::pin(async move {
                 if let Some(reply) = handler.slow(&pkt, Proto::Udp, src, miss).await {
                     send(&sock, &reply, src, &handler).await;
                 }
-            });
+            }));
         }
     }
 }
