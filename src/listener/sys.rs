@@ -36,22 +36,33 @@ fn zeroed_storage() -> sockaddr_storage {
     unsafe { zeroed() }
 }
 
-/// Headers for one call: zeroed, then pointed at the caller's buffers.
-fn zeroed_headers() -> ([iovec; BATCH], [mmsghdr; BATCH]) {
+/// `BATCH` zeroed headers and iovecs, on the heap so that pointers to them stay valid
+/// while the batch that owns them moves.
+fn zeroed_headers() -> (Box<[iovec]>, Box<[mmsghdr]>) {
     // SAFETY: `iovec` and `mmsghdr` are plain C structs of integers and raw pointers; all-zero
     // (null pointers, zero lengths) is a valid value. Every entry handed to the kernel is
     // filled in before the call.
-    unsafe { (zeroed(), zeroed()) }
+    let (iov, hdr): (iovec, mmsghdr) = unsafe { (zeroed(), zeroed()) };
+    (vec![iov; BATCH].into(), vec![hdr; BATCH].into())
 }
 
-/// Receive side: [`BATCH`] buffers of [`DATAGRAM`] bytes, allocated once.
+/// Receive side: [`BATCH`] buffers of [`DATAGRAM`] bytes, allocated once, and the headers
+/// that describe them to the kernel, built once: a call only resets the address lengths.
 pub struct RecvBatch {
     bufs: Box<[[u8; DATAGRAM]]>,
     addrs: Box<[sockaddr_storage]>,
-    addr_lens: [socklen_t; BATCH],
-    lens: [usize; BATCH],
+    /// Each points at its buffer of `bufs`.
+    iovs: Box<[iovec]>,
+    /// Each points at its iovec and its address of `addrs`.
+    hdrs: Box<[mmsghdr]>,
     count: usize,
 }
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into heap blocks this batch owns
+// (`bufs`, `addrs`, `iovs`), which do not move when the batch does and are freed with it; a
+// batch used from another thread takes them along, and `&mut self` on every use keeps it to
+// one thread at a time.
+unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -61,52 +72,53 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     pub fn new() -> RecvBatch {
-        RecvBatch {
+        let (iovs, hdrs) = zeroed_headers();
+        let mut batch = RecvBatch {
             bufs: vec![[0u8; DATAGRAM]; BATCH].into_boxed_slice(),
             addrs: vec![zeroed_storage(); BATCH].into_boxed_slice(),
-            addr_lens: [0; BATCH],
-            lens: [0; BATCH],
+            iovs,
+            hdrs,
             count: 0,
+        };
+        for (iov, buf) in batch.iovs.iter_mut().zip(batch.bufs.iter_mut()) {
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = DATAGRAM;
         }
+        for ((hdr, iov), addr) in batch
+            .hdrs
+            .iter_mut()
+            .zip(batch.iovs.iter_mut())
+            .zip(batch.addrs.iter_mut())
+        {
+            hdr.msg_hdr.msg_name = (addr as *mut sockaddr_storage).cast();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        batch
     }
 
     /// Reads up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is queued.
     /// Returns how many were read; they are then available from [`RecvBatch::packets`].
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.count = 0;
-        let (mut iovs, mut hdrs) = zeroed_headers();
-        for (iov, buf) in iovs.iter_mut().zip(self.bufs.iter_mut()) {
-            iov.iov_base = buf.as_mut_ptr().cast();
-            iov.iov_len = DATAGRAM;
-        }
-        for ((hdr, iov), addr) in hdrs
-            .iter_mut()
-            .zip(iovs.iter_mut())
-            .zip(self.addrs.iter_mut())
-        {
-            hdr.msg_hdr.msg_name = (addr as *mut sockaddr_storage).cast();
+        for hdr in self.hdrs.iter_mut() {
+            // In: the room for the source address; out: its length.
             hdr.msg_hdr.msg_namelen = STORAGE_LEN;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: each header points at one iovec and one sockaddr_storage that live until
-        // the call returns (this frame and `self`, borrowed mutably), with their true lengths;
-        // each iovec covers one whole buffer of `self.bufs`. The kernel writes only within
-        // those lengths. `fd` is an open socket for the duration of the borrow.
+        // SAFETY: each header points at one iovec and one sockaddr_storage owned by `self`
+        // (borrowed mutably for the call), with their true lengths; each iovec covers one
+        // whole buffer of `self.bufs`. The kernel writes only within those lengths, and into
+        // the headers' length fields. `fd` is an open socket for the duration of the borrow.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                self.hdrs.as_mut_ptr(),
                 BATCH as c_uint,
                 MMSG_FLAGS,
                 std::ptr::null_mut(),
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for (i, hdr) in hdrs.iter().enumerate().take(n) {
-            self.lens[i] = (hdr.msg_len as usize).min(DATAGRAM);
-            self.addr_lens[i] = hdr.msg_hdr.msg_namelen;
-        }
         self.count = n.min(BATCH);
         Ok(self.count)
     }
@@ -139,22 +151,33 @@ impl RecvBatch {
     /// that is neither IPv4 nor IPv6, which cannot be answered).
     pub fn packets(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> {
         (0..self.count).map(|i| {
-            let pkt = self.bufs[i].get(..self.lens[i]).unwrap_or_default();
-            (pkt, from_storage(&self.addrs[i], self.addr_lens[i]))
+            let hdr = &self.hdrs[i];
+            let len = (hdr.msg_len as usize).min(DATAGRAM);
+            let pkt = self.bufs[i].get(..len).unwrap_or_default();
+            (pkt, from_storage(&self.addrs[i], hdr.msg_hdr.msg_namelen))
         })
     }
 }
 
-/// Send side: up to [`BATCH`] replies, each in a buffer reused from batch to batch.
+/// Send side: up to [`BATCH`] replies, each in a buffer reused from batch to batch, and
+/// headers built once that already point at the destinations.
 pub struct SendBatch {
     bufs: Vec<Vec<u8>>,
     dsts: Box<[sockaddr_storage]>,
-    dst_lens: [socklen_t; BATCH],
+    /// Each points at its destination of `dsts`; the iovec is filled in per call, as a
+    /// reply buffer may have grown (and moved) since the last one.
+    iovs: Box<[iovec]>,
+    /// Each points at its iovec and its destination.
+    hdrs: Box<[mmsghdr]>,
     /// Replies queued.
     len: usize,
     /// Of those, already handed to the kernel (or skipped).
     done: usize,
 }
+
+// SAFETY: as for `RecvBatch`: the pointers in `iovs` and `hdrs` point only into heap blocks
+// this batch owns, which move with it and not within it.
+unsafe impl Send for SendBatch {}
 
 impl Default for SendBatch {
     fn default() -> Self {
@@ -164,13 +187,26 @@ impl Default for SendBatch {
 
 impl SendBatch {
     pub fn new() -> SendBatch {
-        SendBatch {
+        let (iovs, hdrs) = zeroed_headers();
+        let mut batch = SendBatch {
             bufs: (0..BATCH).map(|_| Vec::with_capacity(DATAGRAM)).collect(),
             dsts: vec![zeroed_storage(); BATCH].into_boxed_slice(),
-            dst_lens: [0; BATCH],
+            iovs,
+            hdrs,
             len: 0,
             done: 0,
+        };
+        for ((hdr, iov), dst) in batch
+            .hdrs
+            .iter_mut()
+            .zip(batch.iovs.iter_mut())
+            .zip(batch.dsts.iter_mut())
+        {
+            hdr.msg_hdr.msg_name = (dst as *mut sockaddr_storage).cast();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
         }
+        batch
     }
 
     /// The buffer for the next reply, `None` when the batch is full. It is queued only by
@@ -182,7 +218,8 @@ impl SendBatch {
     /// Queues the buffer last returned by [`SendBatch::next_buf`] for `dst`.
     pub fn commit(&mut self, dst: SocketAddr) {
         if self.len < BATCH {
-            self.dst_lens[self.len] = to_storage(dst, &mut self.dsts[self.len]);
+            let len = to_storage(dst, &mut self.dsts[self.len]);
+            self.hdrs[self.len].msg_hdr.msg_namelen = len;
             self.len += 1;
         }
     }
@@ -210,30 +247,21 @@ impl SendBatch {
         if pending == 0 {
             return Ok(0);
         }
-        let (mut iovs, mut hdrs) = zeroed_headers();
         let range = self.done..self.len;
-        for (iov, buf) in iovs.iter_mut().zip(&self.bufs[range.clone()]) {
+        for (iov, buf) in self.iovs[range.clone()].iter_mut().zip(&self.bufs[range]) {
             iov.iov_base = buf.as_ptr().cast_mut().cast();
             iov.iov_len = buf.len();
         }
-        let dsts = self.dsts[range.clone()]
-            .iter_mut()
-            .zip(&self.dst_lens[range]);
-        for ((hdr, iov), (dst, &len)) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(dsts) {
-            hdr.msg_hdr.msg_name = (dst as *mut sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = len;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the first `pending` headers each point at one iovec (this frame) covering
-        // an initialised reply buffer of `self.bufs`, and at a destination address written by
-        // `to_storage` with its length; all outlive the call. The kernel only reads them
-        // (`iov_base` is cast to `*mut` because the C struct has no const variant). `fd` is an
-        // open socket for the duration of the borrow.
+        // SAFETY: the `pending` headers from `done` each point at their iovec, just pointed at
+        // an initialised reply buffer of `self.bufs` with its length, and at a destination
+        // written by `to_storage` with its length; all are owned by `self`, borrowed mutably
+        // for the call. The kernel only reads them (`iov_base` is cast to `*mut` because the
+        // C struct has no const variant) and writes the headers' `msg_len`. `fd` is an open
+        // socket for the duration of the borrow.
         let n = unsafe {
             libc::sendmmsg(
                 fd.as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                self.hdrs[self.done..].as_mut_ptr(),
                 pending as c_uint,
                 MMSG_FLAGS,
             )
