@@ -182,20 +182,25 @@ impl Handler {
         if q.qclass == wire::class::CH {
             return self.chaos(pkt, &q, out);
         }
-        let (entry, age) = match self.cache.lookup(q.cache_key(), now) {
-            Lookup::Fresh { entry, age } => (entry, age),
-            Lookup::Stale { entry } => return Fast::Slow(Miss { stale: Some(entry) }),
-            Lookup::Miss => {
+        let routing = self.routing.load();
+        // The copy is written while the entry's shard is read-locked (no reference is taken);
+        // what needs more than a copy (the log, a prefetch flight) happens after.
+        let served = self.cache.serve_fresh(q.cache_key(), now, |entry, age| {
+            self.write_hit(&q, proto, entry, age, routing.udp_cap, out);
+            routing.prefetch && entry.record_hit_and_check_prefetch(age)
+        });
+        let prefetch = match served {
+            Ok(prefetch) => prefetch,
+            Err(Lookup::Stale { entry }) => return Fast::Slow(Miss { stale: Some(entry) }),
+            Err(_) => {
                 self.stats.inc(Hot::CacheMisses);
                 return Fast::Slow(Miss { stale: None });
             }
         };
-        let routing = self.routing.load();
-        self.write_hit(&q, proto, &entry, age, routing.udp_cap, out);
         if routing.querylog.sample() {
             querylog::log(client, &q, Source::Cache, out, now);
         }
-        if routing.prefetch && entry.record_hit_and_check_prefetch(age) {
+        if prefetch {
             self.stats.inc(Hot::Prefetches);
             self.refresh(&q);
         }

@@ -85,6 +85,40 @@ impl Cache {
         }
     }
 
+    /// Serves a fresh entry under `key` with `serve(entry, age)` without taking a reference
+    /// to it; anything else is reported as [`Cache::lookup`] would (`Fresh` never is).
+    /// `serve` runs with the entry's shard read-locked: it must only copy the entry out.
+    pub fn serve_fresh<R>(
+        &self,
+        key: &[u8],
+        now: Instant,
+        serve: impl FnOnce(&Entry, u32) -> R,
+    ) -> Result<R, Lookup> {
+        let now = self.since_epoch(now);
+        let stale_max = self.stale_max_nanos.load(Ordering::Relaxed);
+        let found = self.store.get_with(key, |entry| {
+            let elapsed = u64::try_from(now.saturating_sub(entry.inserted)).unwrap_or(0);
+            let ttl = u64::from(entry.ttl) * 1_000_000_000;
+            if elapsed < ttl {
+                let age = u32::try_from(elapsed / 1_000_000_000).unwrap_or(u32::MAX);
+                Ok(serve(entry, age))
+            } else {
+                let stale = elapsed < ttl.saturating_add(stale_max);
+                Err((Arc::clone(entry), stale))
+            }
+        });
+        match found {
+            None => Err(Lookup::Miss),
+            Some(Ok(served)) => Ok(served),
+            Some(Err((entry, true))) => Err(Lookup::Stale { entry }),
+            Some(Err((entry, false))) => {
+                // Only this entry: a fresh answer inserted since our look must survive.
+                self.store.remove_if(key, |held| Arc::ptr_eq(held, &entry));
+                Err(Lookup::Miss)
+            }
+        }
+    }
+
     /// Looks `key` up at `now`. An entry past its stale window is removed and reported a miss.
     pub fn lookup(&self, key: &[u8], now: Instant) -> Lookup {
         let Some(entry) = self.store.get(key) else {

@@ -210,6 +210,43 @@ async fn entries_go_fresh_then_stale_then_away_on_time() {
     assert_eq!(cache.len(), 0, "the expired entry was not removed");
 }
 
+/// The hit path's lookup draws the same lines as `lookup`, to the nanosecond.
+#[tokio::test(start_paused = true)]
+async fn serving_in_place_goes_fresh_then_stale_then_away_on_time() {
+    let limits = Limits {
+        stale_max: Duration::from_secs(100),
+        ..LIMITS
+    };
+    let cache = Cache::new(limits);
+    let t0 = Instant::now();
+    let inserted = cache.insert(
+        KEY,
+        vec![1; 40],
+        &positive(60),
+        Layout::default(),
+        &POLICY,
+        t0,
+    );
+    let inserted = inserted.unwrap();
+    let serve = |at| cache.serve_fresh(KEY, at, |entry, age| (entry.ttl, age, entry.hits()));
+
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    assert_eq!(serve(Instant::now()).ok(), Some((60, 59, 0)));
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let Err(Lookup::Stale { entry }) = serve(Instant::now()) else {
+        panic!("not stale at the TTL");
+    };
+    assert!(Arc::ptr_eq(&entry, &inserted));
+
+    tokio::time::advance(Duration::from_millis(99_999)).await;
+    assert!(matches!(serve(Instant::now()), Err(Lookup::Stale { .. })));
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(matches!(serve(Instant::now()), Err(Lookup::Miss)));
+    assert_eq!(cache.len(), 0, "the expired entry was not removed");
+}
+
 #[test]
 fn an_expired_lookup_does_not_remove_a_newer_answer() {
     let cache = Cache::new(Limits {

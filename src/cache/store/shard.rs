@@ -105,6 +105,16 @@ impl<V: Keyed + ?Sized> Shard<V> {
 
     /// The hit path: shared access only, one relaxed atomic to count the hit.
     pub(super) fn get(&self, hash: u64, key: &[u8]) -> Option<Arc<V>> {
+        self.get_with(hash, key, Arc::clone)
+    }
+
+    /// [`Shard::get`] that lends the value to `f` instead of cloning its `Arc`.
+    pub(super) fn get_with<R>(
+        &self,
+        hash: u64,
+        key: &[u8],
+        f: impl FnOnce(&Arc<V>) -> R,
+    ) -> Option<R> {
         let node = self.node(self.find(hash, key)?)?;
         let freq = node.freq.load(Ordering::Relaxed);
         if freq < MAX_FREQ {
@@ -112,7 +122,7 @@ impl<V: Keyed + ?Sized> Shard<V> {
             // the store once saturated keeps hot entries' cache lines clean.
             node.freq.store(freq + 1, Ordering::Relaxed);
         }
-        Some(Arc::clone(&node.value))
+        Some(f(&node.value))
     }
 
     /// Inserts or replaces `key`; false when it cannot be stored (heavier than the shard).
