@@ -12,6 +12,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, sleep_until};
 
@@ -24,10 +25,25 @@ use super::{ErrorKind, ExchangeError, ForwardError, Forwarded, Settings, Upstrea
 type Attempt = (u32, Arc<Upstream>, Instant, Result<Vec<u8>, ExchangeError>);
 
 /// What to do with one finished attempt.
-enum Verdict {
+pub enum Verdict {
     Answer(Forwarded),
     ServFail(Forwarded),
     Failed,
+}
+
+/// Where the first attempt stands when the loop takes over.
+pub enum First<F> {
+    /// Not sent yet: the loop asks `order[0]` itself.
+    Fresh,
+    /// Sent to `order[0]` at `t0` and still awaited through `late`. `timed_out`: its attempt
+    /// timeout has passed (not yet counted), so the next attempt starts at once.
+    InFlight {
+        late: F,
+        t0: Instant,
+        timed_out: bool,
+    },
+    /// Sent to `order[0]` and judged: failed, or a SERVFAIL (kept); the next starts at once.
+    Done { servfail: Option<Forwarded> },
 }
 
 /// Runs attempts over `order` (cycled) until an answer, `attempts` attempts or the deadline.
@@ -43,19 +59,31 @@ pub async fn run(
     settings: &Settings,
     stats: &Stats,
 ) -> Result<Forwarded, ForwardError> {
+    let first = First::<std::future::Pending<_>>::Fresh;
+    run_from(order, query, settings, stats, Instant::now(), first).await
+}
+
+/// [`run`] for a miss that began at `origin` (its deadline counts from there) with its first
+/// attempt as `first` says.
+pub async fn run_from<F>(
+    order: &[Arc<Upstream>],
+    query: &[u8],
+    settings: &Settings,
+    stats: &Stats,
+    origin: Instant,
+    first: First<F>,
+) -> Result<Forwarded, ForwardError>
+where
+    F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+{
     let Some(first_up) = order.first() else {
         return Err(ForwardError::Exhausted { attempts: 0 });
     };
-    let start = Instant::now();
-    let deadline = start + settings.deadline;
-    let mut first = pin!(attempt(0, first_up.clone(), query, start));
-    let mut first_live = true;
-    let mut later = None::<FuturesUnordered<_>>;
-    let mut started = 1u32;
+    let deadline = origin + settings.deadline;
     let mut servfail: Option<Forwarded> = None;
     let mut servfails = 0;
     // When the newest attempt counts as slow and the next one starts.
-    let mut next_at = (start + first_up.attempt_timeout()).min(deadline);
+    let mut next_at = (origin + first_up.attempt_timeout()).min(deadline);
     let mut slow: Option<(u32, Arc<Upstream>)> = Some((0, first_up.clone()));
     // Set when the next attempt should start now: the slow timer fired, or the newest
     // attempt failed.
@@ -63,6 +91,31 @@ pub async fn run(
     // Attempts already counted as timed out when the next one started: their own timeout at
     // the deadline must not count them twice.
     let mut charged: Vec<u32> = Vec::new();
+    let mut first_live = true;
+    let first = match first {
+        First::Fresh => Either::Left(attempt(0, first_up.clone(), query, origin)),
+        First::InFlight {
+            late,
+            t0,
+            timed_out,
+        } => {
+            // Slow: the loop counts the timeout and asks the next upstream at once.
+            start_next = timed_out;
+            Either::Right(late_attempt(first_up.clone(), t0, Some(late)))
+        }
+        First::Done { servfail: kept } => {
+            servfails = u32::from(kept.is_some());
+            servfail = kept;
+            slow = None;
+            first_live = false;
+            start_next = true;
+            // Never polled: `first_live` is false.
+            Either::Right(late_attempt(first_up.clone(), origin, None))
+        }
+    };
+    let mut first = pin!(first);
+    let mut later = None::<FuturesUnordered<_>>;
+    let mut started = 1u32;
     let mut timer = pin!(sleep_until(next_at));
     loop {
         let may_start = started < settings.attempts;
@@ -146,13 +199,26 @@ async fn next<F: Future<Output = Attempt>>(
     }
 }
 
+/// Attempt 0 sent elsewhere, whose result arrives through `late` (never, without one).
+async fn late_attempt<F>(up: Arc<Upstream>, t0: Instant, late: Option<F>) -> Attempt
+where
+    F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+{
+    let result = match late {
+        Some(late) => late.await,
+        None => std::future::pending().await,
+    };
+    (0, up, t0, result)
+}
+
 async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], t0: Instant) -> Attempt {
     let result = up.exchange(query, None, t0).await;
     (n, up, t0, result)
 }
 
+/// Counts one finished attempt on its upstream's health and says what it was worth.
 /// `charged`: this attempt was already counted as a timeout when the next one started.
-fn judge(
+pub fn judge(
     up: &Arc<Upstream>,
     t0: Instant,
     result: Result<Vec<u8>, ExchangeError>,

@@ -21,6 +21,7 @@ use std::sync::atomic::AtomicUsize;
 use crate::config::{self, Policy, Transport};
 use crate::stats::{Stats, inc};
 
+pub use failover::{First, Verdict, judge};
 pub use upstream::{ErrorKind, Upstream};
 
 /// Failover and health settings: the `[forward]` section as validated.
@@ -156,11 +157,37 @@ impl Forwarder {
         zone: &ZoneUpstreams,
         query: &[u8],
     ) -> Result<Forwarded, ForwardError> {
+        let order = self.order(zone);
+        failover::run(&order, query, &self.settings, &self.stats).await
+    }
+
+    /// The upstreams a new miss asks, in the zone policy's order (counted as a flight).
+    pub fn order(&self, zone: &ZoneUpstreams) -> Vec<Arc<Upstream>> {
         anchor::note_flight();
         let order = policy::order(zone.policy, &zone.upstreams, &zone.next);
         if order.first().is_some_and(|u| !u.is_up()) {
             inc(&self.stats.all_upstreams_down);
         }
-        failover::run(&order, query, &self.settings, &self.stats).await
+        order
+    }
+
+    /// Goes on with a miss that began at `origin` with its first attempt to `order[0]` sent
+    /// elsewhere ([`UdpPool::send_inline`](udp::UdpPool::send_inline)), as `first` says.
+    pub async fn resume<F>(
+        &self,
+        order: &[Arc<Upstream>],
+        query: &[u8],
+        origin: tokio::time::Instant,
+        first: First<F>,
+    ) -> Result<Forwarded, ForwardError>
+    where
+        F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+    {
+        failover::run_from(order, query, &self.settings, &self.stats, origin, first).await
+    }
+
+    /// The failover settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }
