@@ -14,18 +14,27 @@
 //! [`wire::check_reply`] says it answers what was sent. IDs are never reused on a socket, so
 //! a late reply to a query that gave up is recognised and dropped quietly, while a datagram
 //! with an ID never sent, or with the wrong question, counts as a spoof mismatch.
+//!
+//! A query is awaited in one of two ways. [`UdpPool::exchange`] is a future for a task that
+//! waits. [`UdpPool::send_inline`] has no task behind it: the reader calls its
+//! [`InlineWaiter`] with the reply, and also keeps the attempt's timeout, in a queue per
+//! socket ordered by deadline (one timeout applies to all of a socket's queries, so sending
+//! order is deadline order), under one timer per socket instead of one per query.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{Notify, oneshot};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::listener::sys::RecvBatch;
 use crate::stats::{Stats, inc};
@@ -49,6 +58,22 @@ const BATCHES_PER_WAKE: usize = 4;
 const MAX_RUNTIMES: usize = 64;
 
 type Reply = Result<Vec<u8>, ExchangeError>;
+
+/// A query sent by [`UdpPool::send_inline`] and what becomes of it: exactly one of the
+/// methods taking `self` is called, outside any lock, unless the runtime shuts down first
+/// (then it is dropped).
+pub trait InlineWaiter: Send {
+    /// The query to send (as built by [`wire::build_upstream_query`]; its ID is replaced).
+    fn query(&self) -> &[u8];
+    /// It could not be sent at once (no runtime, no socket, a full socket buffer).
+    fn unsent(self: Box<Self>);
+    /// `reply` answers the query (ID, question and class checked); it was read at `at`.
+    fn answered(self: Box<Self>, reply: &[u8], at: Instant);
+    /// The attempt's timeout passed. A reply that comes later still arrives through `late`.
+    fn timed_out(self: Box<Self>, late: LateReply);
+    /// The socket failed before a reply came (e.g. ICMP port unreachable).
+    fn failed(self: Box<Self>, error: ExchangeError);
+}
 
 /// The UDP side of one upstream.
 pub struct UdpPool {
@@ -75,6 +100,9 @@ struct Lane {
 struct LaneState {
     /// Every ID used on this socket: at most [`LANE_QUERIES`] (plus a few racing queries).
     slots: hashbrown::HashMap<u16, Slot, foldhash::fast::RandomState>,
+    /// Inline queries' attempt deadlines, oldest first. Answered ones are popped when they
+    /// reach the front, so the queue holds about the queries in flight.
+    timeouts: VecDeque<(Instant, u16)>,
     waiting: usize,
     sent: u32,
     /// No new queries; the reader ends once `waiting` is 0.
@@ -85,6 +113,10 @@ enum Slot {
     Waiting {
         sent: Vec<u8>,
         reply: oneshot::Sender<Reply>,
+    },
+    Inline {
+        sent: Vec<u8>,
+        waiter: Box<dyn InlineWaiter>,
     },
     /// Answered or abandoned: a datagram for it is late, not forged.
     Done,
@@ -123,6 +155,46 @@ impl UdpPool {
             // The reader ended without an answer for us (its runtime is shutting down).
             Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
         }
+    }
+
+    /// Sends `waiter`'s query at `now` with no task waiting: the reader gives `waiter` the
+    /// reply, or a timeout at `timeout_at`, or the socket's failure. True when sent; else
+    /// the query could not be sent at once and `waiter` was told so ([`InlineWaiter::unsent`]).
+    pub fn send_inline(
+        &self,
+        now: Instant,
+        timeout_at: Instant,
+        waiter: Box<dyn InlineWaiter>,
+    ) -> bool {
+        let query = waiter.query();
+        let lane = match self.lane(now) {
+            Ok(lane) if query.len() >= wire::HEADER_LEN => lane,
+            _ => {
+                waiter.unsent();
+                return false;
+            }
+        };
+        let mut st = lane.state.lock();
+        let id = st.free_id();
+        let mut sent = query.to_vec();
+        sent[..2].copy_from_slice(&id.to_be_bytes());
+        if lane.sock.try_send(&sent).is_err() {
+            // Never registered: the ID stays free, no reply can be mistaken for it.
+            drop(st);
+            waiter.unsent();
+            return false;
+        }
+        st.slots.insert(id, Slot::Inline { sent, waiter });
+        st.waiting += 1;
+        st.sent += 1;
+        let was_idle = st.timeouts.is_empty();
+        st.timeouts.push_back((timeout_at, id));
+        drop(st);
+        if was_idle {
+            // The reader's timer is disarmed while nothing inline is pending.
+            lane.idle.notify_one();
+        }
+        true
     }
 
     /// The next lane of the current runtime, replacing it first if it is spent at `now`.
@@ -189,6 +261,7 @@ impl Lane {
             born: Instant::now(),
             state: Mutex::new(LaneState {
                 slots: hashbrown::HashMap::default(),
+                timeouts: VecDeque::new(),
                 waiting: 0,
                 sent: 0,
                 retired: false,
@@ -211,14 +284,7 @@ impl Lane {
     fn register(&self, query: &[u8]) -> (u16, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
-        // At most a little over LANE_QUERIES of 65536 IDs are taken: a free one is found
-        // within a try or two.
-        let id = loop {
-            let id: u16 = rand::random();
-            if !st.slots.contains_key(&id) {
-                break id;
-            }
-        };
+        let id = st.free_id();
         let mut sent = query.to_vec();
         sent[..2].copy_from_slice(&id.to_be_bytes());
         st.slots.insert(id, Slot::Waiting { sent, reply: tx });
@@ -227,41 +293,130 @@ impl Lane {
         (id, rx)
     }
 
-    /// Hands `datagram` to the query it answers.
-    fn deliver(&self, datagram: &[u8], stats: &Stats) {
+    /// Hands `datagram` to the query it answers; an inline query's waiter is returned, to
+    /// be called once the lock is released.
+    fn deliver(&self, datagram: &[u8], stats: &Stats) -> Option<Box<dyn InlineWaiter>> {
         let Some(id) = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
             inc(&stats.spoof_mismatches);
-            return;
+            return None;
         };
         let mut st = self.state.lock();
         let genuine = match st.slots.get(&id) {
-            Some(Slot::Waiting { sent, .. }) => wire::check_reply(sent, datagram).is_ok(),
+            Some(Slot::Waiting { sent, .. } | Slot::Inline { sent, .. }) => {
+                wire::check_reply(sent, datagram).is_ok()
+            }
             // A second or late answer to a query that is over.
-            Some(Slot::Done) => return,
+            Some(Slot::Done) => return None,
             None => false,
         };
         // A forged or stray datagram is counted and the query keeps waiting for the genuine
         // one, which an off-path attacker racing us must not be able to displace.
         if !genuine {
             inc(&stats.spoof_mismatches);
-            return;
+            return None;
         }
-        if let Some(Slot::Waiting { reply, .. }) = st.slots.insert(id, Slot::Done) {
-            st.waiting -= 1;
-            let _ = reply.send(Ok(datagram.to_vec()));
+        match st.slots.insert(id, Slot::Done) {
+            Some(Slot::Waiting { reply, .. }) => {
+                st.waiting -= 1;
+                let _ = reply.send(Ok(datagram.to_vec()));
+                None
+            }
+            Some(Slot::Inline { waiter, .. }) => {
+                st.waiting -= 1;
+                Some(waiter)
+            }
+            Some(Slot::Done) | None => None,
         }
     }
 
     /// A socket error (ECONNREFUSED after an ICMP port unreachable: the upstream is not
     /// listening) fails every query waiting on this socket: they all went to that upstream.
     fn fail_waiting(&self, kind: io::ErrorKind) {
+        let mut inline = Vec::new();
         let mut st = self.state.lock();
         for slot in st.slots.values_mut() {
-            if let Slot::Waiting { reply, .. } = std::mem::replace(slot, Slot::Done) {
-                let _ = reply.send(Err(io::Error::from(kind).into()));
+            match std::mem::replace(slot, Slot::Done) {
+                Slot::Waiting { reply, .. } => {
+                    let _ = reply.send(Err(io::Error::from(kind).into()));
+                }
+                Slot::Inline { waiter, .. } => inline.push(waiter),
+                Slot::Done => {}
             }
         }
         st.waiting = 0;
+        st.timeouts.clear();
+        drop(st);
+        for waiter in inline {
+            waiter.failed(io::Error::from(kind).into());
+        }
+    }
+
+    /// The deadline the reader's timer should wait for: the oldest inline query's, once the
+    /// answered ones at the front are dropped.
+    fn next_timeout(&self) -> Option<Instant> {
+        let mut st = self.state.lock();
+        let LaneState {
+            slots, timeouts, ..
+        } = &mut *st;
+        while let Some(&(at, id)) = timeouts.front() {
+            if matches!(slots.get(&id), Some(Slot::Inline { .. })) {
+                return Some(at);
+            }
+            timeouts.pop_front();
+        }
+        None
+    }
+
+    /// Times out the inline queries whose deadline is not after `now`: each keeps its slot,
+    /// now awaited through a [`LateReply`] that its waiter is given.
+    fn expire(self: &Arc<Self>, now: Instant) {
+        let mut due = Vec::new();
+        let mut st = self.state.lock();
+        while let Some(&(at, id)) = st.timeouts.front() {
+            if at > now {
+                break;
+            }
+            st.timeouts.pop_front();
+            let Some(slot) = st.slots.get_mut(&id) else {
+                continue;
+            };
+            if let Slot::Done = slot {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let old = std::mem::replace(slot, Slot::Done);
+            if let Slot::Inline { sent, waiter } = old {
+                *slot = Slot::Waiting { sent, reply: tx };
+                due.push((waiter, rx, id));
+            } else {
+                *slot = old;
+            }
+        }
+        drop(st);
+        for (waiter, rx, id) in due {
+            let late = LateReply {
+                lane: self.clone(),
+                id,
+                rx,
+            };
+            waiter.timed_out(late);
+        }
+    }
+
+    /// Marks `id` done if it is still awaited: answered, timed out or cancelled, a datagram
+    /// for it from now on is late, not forged.
+    fn abandon(&self, id: u16) {
+        let mut st = self.state.lock();
+        if let Some(slot) = st.slots.get_mut(&id)
+            && !matches!(slot, Slot::Done)
+        {
+            *slot = Slot::Done;
+            st.waiting -= 1;
+        }
+        if st.retired && st.waiting == 0 {
+            drop(st);
+            self.idle.notify_one();
+        }
     }
 
     fn finished(&self) -> bool {
@@ -299,16 +454,45 @@ impl Registered<'_> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        let mut st = self.lane.state.lock();
-        if let Some(slot) = st.slots.get_mut(&self.id)
-            && matches!(slot, Slot::Waiting { .. })
-        {
-            *slot = Slot::Done;
-            st.waiting -= 1;
-        }
-        if st.retired && st.waiting == 0 {
-            drop(st);
-            self.lane.idle.notify_one();
+        self.lane.abandon(self.id);
+    }
+}
+
+/// The reply to an inline query whose attempt timed out, awaited by whoever took over;
+/// dropping it gives the query up.
+pub struct LateReply {
+    lane: Arc<Lane>,
+    id: u16,
+    rx: oneshot::Receiver<Reply>,
+}
+
+impl Future for LateReply {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(reply) => reply,
+            // The reader ended without an answer (its runtime is shutting down).
+            Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
+        })
+    }
+}
+
+impl Drop for LateReply {
+    fn drop(&mut self) {
+        self.lane.abandon(self.id);
+    }
+}
+
+impl LaneState {
+    /// An ID never used on this socket. At most a little over [`LANE_QUERIES`] of 65536 are
+    /// taken: a free one is found within a try or two.
+    fn free_id(&self) -> u16 {
+        loop {
+            let id: u16 = rand::random();
+            if !self.slots.contains_key(&id) {
+                return id;
+            }
         }
     }
 }
@@ -319,9 +503,20 @@ thread_local! {
     static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
 }
 
-/// Reads replies for `lane` until it is retired and idle.
+/// Reads replies for `lane` until it is retired and idle, and times out its inline queries.
 async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
+    // One timer for every inline query on this socket: armed at the oldest deadline, moved
+    // only when that query is answered or timed out.
+    let mut timer = pin!(sleep_until(Instant::now()));
+    let mut armed: Option<Instant> = None;
     while !lane.finished() {
+        let next = lane.next_timeout();
+        if next != armed {
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
+            }
+            armed = next;
+        }
         tokio::select! {
             ready = lane.sock.readable() => {
                 if let Err(e) = ready {
@@ -331,12 +526,19 @@ async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
                 }
             }
             () = lane.idle.notified() => continue,
+            () = timer.as_mut(), if armed.is_some() => {
+                lane.expire(Instant::now());
+                continue;
+            }
         }
+        let at = Instant::now();
         for _ in 0..BATCHES_PER_WAKE {
             let read = REPLIES.with_borrow_mut(|batch| {
                 let read = batch.read(&lane.sock);
                 for (datagram, _) in batch.packets() {
-                    lane.deliver(datagram, &stats);
+                    if let Some(waiter) = lane.deliver(datagram, &stats) {
+                        waiter.answered(datagram, at);
+                    }
                 }
                 read
             });

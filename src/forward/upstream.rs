@@ -19,7 +19,8 @@ use crate::config::Transport;
 use crate::stats::{LatencyHistogram, Stats};
 use crate::wire;
 
-use super::{ExchangeError, Settings, tcp::TcpPool, udp::UdpPool};
+use super::udp::{InlineWaiter, UdpPool};
+use super::{ExchangeError, Settings, tcp::TcpPool};
 
 /// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,8 +202,32 @@ impl Upstream {
         }
         // A truncated reply is never cached or served: ask the same upstream over TCP
         // (RFC 7766 §5) within what is left of this attempt.
+        self.retry_over_tcp(query, deadline).await
+    }
+
+    /// The TCP retry of a query whose UDP reply came back truncated (RFC 7766 §5).
+    pub async fn retry_over_tcp(
+        &self,
+        query: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, ExchangeError> {
         self.counters.requests_tcp.fetch_add(1, Ordering::Relaxed);
         self.tcp.exchange(query, deadline).await
+    }
+
+    /// Sends `waiter`'s query over UDP at `now` with no task waiting for the reply (see
+    /// [`UdpPool::send_inline`]), timed out after this upstream's attempt timeout. A
+    /// TCP-only upstream, or a query that could not be sent at once, is handed back through
+    /// [`InlineWaiter::unsent`].
+    pub fn send_inline(&self, now: Instant, waiter: Box<dyn InlineWaiter>) {
+        if self.transport == Transport::Tcp {
+            waiter.unsent();
+            return;
+        }
+        let timeout_at = now + self.attempt_timeout();
+        if self.udp.send_inline(now, timeout_at, waiter) {
+            self.counters.requests_udp.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
