@@ -227,6 +227,54 @@ async fn failover_answers_from_secondary_within_one_attempt_timeout() {
     assert!(took < Duration::from_millis(900), "took {took:?}");
 }
 
+/// The attempt timeout moves on to the next upstream without giving up on the slow one: its
+/// answer, arriving after the timeout, is served when nothing better comes.
+#[tokio::test]
+async fn a_slow_primary_still_answers_after_failover_to_a_silent_secondary() {
+    let primary = upstream_with_registry().await;
+    primary.set_behavior(Behavior::Delay(Duration::from_millis(800)));
+    let secondary = upstream_with_registry().await;
+    secondary.set_behavior(Behavior::Drop);
+    let ns = Nodedns::forwarding_to(
+        &[primary.addr(), secondary.addr()],
+        "policy = \"sequential\"",
+    )
+    .await;
+    let started = Instant::now();
+    let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer_a(&r), vec![REGISTRY]);
+    assert_eq!(
+        primary.queries_for("registry.example.test."),
+        1,
+        "asked once"
+    );
+    assert_eq!(
+        secondary.queries_for("registry.example.test."),
+        1,
+        "failed over"
+    );
+    // After the 500 ms attempt timeout, before the 2 s deadline.
+    assert!(took >= Duration::from_millis(750), "took {took:?}");
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+    // Cached: the next client is answered at once.
+    let started = Instant::now();
+    let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert_eq!(answer_a(&r), vec![REGISTRY]);
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        ns.handler
+            .stats()
+            .inflight
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 #[tokio::test]
 async fn down_primary_gets_no_queries_until_its_probe_succeeds() {
     let mut primary = FakeUpstream::start().await;

@@ -6,6 +6,8 @@
 //! forward with failover, cache, and fall back to a stale answer (RFC 8767) or SERVFAIL.
 //! Listeners own sockets and framing; this module owns the decisions.
 
+mod inline;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,11 +20,13 @@ use tokio::time::Instant;
 use crate::cache::{self, Cache, EntryKind, Lookup, TtlPolicy};
 use crate::coalesce::{Coalescer, Completion, Join};
 use crate::config::{self, Config};
-use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
+use crate::forward::{ForwardError, Forwarded, Forwarder, UpstreamSet, ZoneUpstreams};
 use crate::querylog::{self, Sampler, Source};
 use crate::stats::{DropReason, Hot, Stats, ZoneCounters, inc};
 use crate::wire::{self, Query, TtlRewrite};
 use crate::zones::ZoneTable;
+
+pub use inline::ReplyTo;
 
 /// The transport a query arrived on; it sets the reply size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,22 +36,38 @@ pub enum Proto {
 }
 
 /// What [`Handler::fast`] did with a packet.
+// The miss carries its parsed query (about 300 bytes): moving that is cheaper than the
+// allocation a box would add per miss, and a hit returns a variant that copies nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Fast {
+pub enum Fast<'p> {
     /// The reply is in `out`: send it.
     Reply,
     /// Send nothing (counted).
     Drop,
-    /// Needs upstream work: pass the packet and this to [`Handler::slow`].
-    Slow(Miss),
+    /// Needs upstream work: [`Handler::try_inline`], or [`Handler::slow`] in a task.
+    Slow(Miss<'p>),
 }
 
-/// What the fast path found for a query it could not answer, so the slow path does not
-/// look again.
+/// A query the fast path could not answer, as it parsed it and with what it found, so the
+/// slow path does not look again.
 #[derive(Debug)]
-pub struct Miss {
+pub struct Miss<'p> {
+    query: Query<'p>,
     /// An expired entry still inside the serve-stale window (RFC 8767), if there is one.
     stale: Option<Arc<cache::Entry>>,
+}
+
+/// A [`Miss`] without its borrow of the packet, to move into a task.
+#[derive(Debug)]
+pub struct PendingMiss {
+    stale: Option<Arc<cache::Entry>>,
+}
+
+impl Miss<'_> {
+    pub fn detach(self) -> PendingMiss {
+        PendingMiss { stale: self.stale }
+    }
 }
 
 /// Largest reply over TCP: the 2-byte frame length.
@@ -162,14 +182,14 @@ impl Handler {
     /// Answers what can be answered without waiting: malformed queries and fresh cache hits.
     /// `now` is when the packet was read (one clock reading serves a whole batch: TTLs age
     /// in whole seconds).
-    pub fn fast(
+    pub fn fast<'p>(
         self: &Arc<Self>,
-        pkt: &[u8],
+        pkt: &'p [u8],
         proto: Proto,
         client: SocketAddr,
         now: Instant,
         out: &mut Vec<u8>,
-    ) -> Fast {
+    ) -> Fast<'p> {
         self.stats.inc(match proto {
             Proto::Udp => Hot::RequestsUdp,
             Proto::Tcp => Hot::RequestsTcp,
@@ -191,10 +211,18 @@ impl Handler {
         });
         let prefetch = match served {
             Ok(prefetch) => prefetch,
-            Err(Lookup::Stale { entry }) => return Fast::Slow(Miss { stale: Some(entry) }),
+            Err(Lookup::Stale { entry }) => {
+                return Fast::Slow(Miss {
+                    query: q,
+                    stale: Some(entry),
+                });
+            }
             Err(_) => {
                 self.stats.inc(Hot::CacheMisses);
-                return Fast::Slow(Miss { stale: None });
+                return Fast::Slow(Miss {
+                    query: q,
+                    stale: None,
+                });
             }
         };
         if routing.querylog.sample() {
@@ -213,7 +241,7 @@ impl Handler {
         pkt: &[u8],
         proto: Proto,
         client: SocketAddr,
-        miss: Miss,
+        miss: PendingMiss,
     ) -> Option<Vec<u8>> {
         let started = self.routing.load().querylog.is_on().then(Instant::now);
         // Room for a typical answer without growing; a larger one grows once.
@@ -232,7 +260,7 @@ impl Handler {
         self: &Arc<Self>,
         pkt: &'p [u8],
         proto: Proto,
-        miss: Miss,
+        miss: PendingMiss,
         out: &mut Vec<u8>,
     ) -> Option<(Source, Query<'p>)> {
         // The fast path parsed this already: it cannot fail now.
@@ -254,10 +282,25 @@ impl Handler {
         let outcome = self
             .wait_outcome(zone, &q, key, stale.is_some(), timeout)
             .await;
-        let source = match (outcome.as_deref(), stale) {
+        let client = client_of(&q, proto, udp_cap);
+        let source = self.serve(&client, pkt, outcome.as_deref(), stale, out);
+        Some((source, q))
+    }
+
+    /// Writes the reply `client` gets from a flight's `outcome`: the answer, else the stale
+    /// entry, else a SERVFAIL for the query in `pkt`. Says where it came from.
+    fn serve(
+        &self,
+        client: &wire::Client<'_>,
+        pkt: &[u8],
+        outcome: Option<&Outcome>,
+        stale: Option<Arc<cache::Entry>>,
+        out: &mut Vec<u8>,
+    ) -> Source {
+        match (outcome, stale) {
             (Some(Outcome::Cached(entry)), _) => {
                 let ttl = entry.ttl_rewrite(0);
-                self.write(&q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
+                self.write(client, entry.stored(), entry.layout(), ttl, out);
                 Source::Upstream
             }
             (Some(Outcome::Uncached { response, layout }), _) => {
@@ -265,12 +308,12 @@ impl Handler {
                     cap: u32::MAX,
                     age: 0,
                 };
-                self.write(&q, proto, response, layout, ttl, udp_cap, out);
+                self.write(client, response, layout, ttl, out);
                 Source::Upstream
             }
             (_, Some(entry)) => {
                 let ttl = entry.stale_ttl_rewrite();
-                self.write(&q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
+                self.write(client, entry.stored(), entry.layout(), ttl, out);
                 self.count_hit(entry.kind, true);
                 Source::Stale
             }
@@ -279,8 +322,7 @@ impl Handler {
                 self.count_reply(out);
                 Source::Local
             }
-        };
-        Some((source, q))
+        }
     }
 
     /// Joins or starts the flight for `key` and waits for it: as long as it takes without a
@@ -383,7 +425,19 @@ impl Handler {
 
     async fn fly(&self, zone: &Zone, query: &[u8], key: &[u8], have_stale: bool) -> Outcome {
         let forwarder = &self.routing.load_full().forwarder;
-        let Ok(fwd) = forwarder.forward(&zone.upstreams, query).await else {
+        let forwarded = forwarder.forward(&zone.upstreams, query).await;
+        self.outcome(zone, forwarded, key, have_stale)
+    }
+
+    /// What a flight's forwarding came to, cached when it may be.
+    fn outcome(
+        &self,
+        zone: &Zone,
+        forwarded: Result<Forwarded, ForwardError>,
+        key: &[u8],
+        have_stale: bool,
+    ) -> Outcome {
+        let Ok(fwd) = forwarded else {
             return Outcome::Failed;
         };
         let mut response = Vec::with_capacity(fwd.reply.len() + 16);
@@ -405,7 +459,7 @@ impl Handler {
     /// `version.bind`, `id.server` and friends; any other CHAOS query is REFUSED, as a
     /// forwarder has no CHAOS data to forward to.
     #[cold]
-    fn chaos(&self, pkt: &[u8], q: &Query<'_>, out: &mut Vec<u8>) -> Fast {
+    fn chaos(&self, pkt: &[u8], q: &Query<'_>, out: &mut Vec<u8>) -> Fast<'static> {
         if !wire::chaos_reply(q, &self.identity, out) {
             wire::error_reply(pkt, wire::rcode::REFUSED, out);
         }
@@ -413,7 +467,7 @@ impl Handler {
         Fast::Reply
     }
 
-    fn reject(&self, pkt: &[u8], e: wire::QueryError, out: &mut Vec<u8>) -> Fast {
+    fn reject(&self, pkt: &[u8], e: wire::QueryError, out: &mut Vec<u8>) -> Fast<'static> {
         match e {
             wire::QueryError::TooShort => {
                 self.stats.dropped_one(DropReason::Short);
@@ -434,27 +488,15 @@ impl Handler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
-        q: &Query<'_>,
-        proto: Proto,
+        client: &wire::Client<'_>,
         stored: &[u8],
         layout: &wire::Layout,
         ttl: TtlRewrite,
-        udp_cap: u16,
         out: &mut Vec<u8>,
     ) {
-        let client = wire::Client {
-            id: q.header.id,
-            question: q.question,
-            has_edns: q.edns.is_some(),
-            max_len: match proto {
-                Proto::Udp => q.udp_limit(udp_cap),
-                Proto::Tcp => TCP_MAX,
-            },
-        };
-        wire::write_reply(stored, layout, &client, ttl, out);
+        wire::write_reply(stored, layout, client, ttl, out);
         self.count_reply(out);
     }
 
@@ -469,7 +511,8 @@ impl Handler {
         out: &mut Vec<u8>,
     ) {
         let ttl = entry.ttl_rewrite(age);
-        self.write(q, proto, entry.stored(), entry.layout(), ttl, udp_cap, out);
+        let client = client_of(q, proto, udp_cap);
+        self.write(&client, entry.stored(), entry.layout(), ttl, out);
         self.count_hit(entry.kind, false);
     }
 
@@ -499,6 +542,19 @@ fn identity() -> wire::Identity {
     wire::Identity {
         version: concat!("nodedns ", env!("CARGO_PKG_VERSION")).to_owned(),
         hostname,
+    }
+}
+
+/// Who the reply to `q` is for, on `proto`.
+fn client_of<'q>(q: &Query<'q>, proto: Proto, udp_cap: u16) -> wire::Client<'q> {
+    wire::Client {
+        id: q.header.id,
+        question: q.question,
+        has_edns: q.edns.is_some(),
+        max_len: match proto {
+            Proto::Udp => q.udp_limit(udp_cap),
+            Proto::Tcp => TCP_MAX,
+        },
     }
 }
 

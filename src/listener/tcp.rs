@@ -154,6 +154,7 @@ async fn connection(
             }
             Fast::Drop => {}
             Fast::Slow(miss) => {
+                let miss = miss.detach();
                 // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
                 let Ok(permit) = pipelined.clone().acquire_owned().await else {
                     break;

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::sys::{RecvBatch, SendBatch};
-use crate::handler::{Fast, Handler, Proto};
-use crate::stats::DropReason;
+use crate::handler::{Fast, Handler, Proto, ReplyTo};
+use crate::stats::{DropReason, Stats};
 
 /// Batches served back to back before the loop yields, so misses' tasks on the same
 /// runtime still run under a flood.
@@ -165,15 +165,38 @@ fn handle(
         Fast::Reply => tx.commit(src),
         Fast::Drop => {}
         Fast::Slow(miss) => {
-            let (sock, handler, pkt) = (sock.clone(), handler.clone(), pkt.to_vec());
+            let reply_to = Replies(sock.clone());
+            let Err((miss, _)) = handler.try_inline(pkt, src, miss, reply_to, tasks, now) else {
+                return;
+            };
+            let (miss, sock, handler, pkt) =
+                (miss.detach(), sock.clone(), handler.clone(), pkt.to_vec());
             // Boxed: the miss's future is over a kilobyte, and tokio moves a task's whole
             // future-or-output slot each time it changes state (three times per miss); a box
             // is one allocation and those moves are of a pointer.
             tasks.spawn(Box::pin(async move {
                 if let Some(reply) = handler.slow(&pkt, Proto::Udp, src, miss).await {
-                    send(&sock, &reply, src, &handler).await;
+                    send(&sock, &reply, src, handler.stats()).await;
                 }
             }));
+        }
+    }
+}
+
+/// Replies to misses finished inline, sent from the socket their query came in on.
+struct Replies(Arc<UdpSocket>);
+
+impl ReplyTo for Replies {
+    fn send(&self, reply: &[u8], dst: SocketAddr, stats: &Arc<Stats>) {
+        match self.0.try_send_to(reply, dst) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                // A full socket buffer: wait for room in a task rather than here, in the
+                // upstream socket's reader.
+                let (sock, reply, stats) = (self.0.clone(), reply.to_vec(), stats.clone());
+                tokio::spawn(async move { send(&sock, &reply, dst, &stats).await });
+            }
+            Err(_) => stats.dropped_one(DropReason::Send),
         }
     }
 }
@@ -205,12 +228,12 @@ async fn flush(sock: &UdpSocket, tx: &mut SendBatch, handler: &Handler) {
     tx.clear();
 }
 
-async fn send(sock: &UdpSocket, reply: &[u8], dst: SocketAddr, handler: &Handler) {
+async fn send(sock: &UdpSocket, reply: &[u8], dst: SocketAddr, stats: &Stats) {
     let sent = match sock.try_send_to(reply, dst) {
         Err(e) if e.kind() == ErrorKind::WouldBlock => sock.send_to(reply, dst).await,
         r => r,
     };
     if sent.is_err() {
-        handler.stats().dropped_one(DropReason::Send);
+        stats.dropped_one(DropReason::Send);
     }
 }
