@@ -17,7 +17,7 @@
 # Method (docs/performance.md): each server runs with one worker/thread pinned to CPU 0;
 # dnsperf and nsd share CPU 1. Per server and mix: QPS, server CPU microseconds per answered
 # query (utime+stime delta from /proc/PID/stat over the run), RSS after the run (median of
-# RUNS), then one run at half of nodedns's peak QPS on that mix, with dnsperf -v, for
+# RUNS), then RUNS runs at half of nodedns's peak QPS on that mix, with dnsperf -v, for
 # p50/p99 latency and CPU per query at that fixed load.
 set -euo pipefail
 
@@ -278,8 +278,8 @@ LATENCY=$WORK/latency # server mix rate p50_us p99_us us_at_rate
 
 # Latency at a fixed offered load: dnsperf -v prints one line per answer, latency last.
 latency_run() {
-    local server=$1 mix=$2 rate=$3 line
-    [[ $mix == miss ]] && miss_names "lat-$server"
+    local server=$1 mix=$2 rate=$3 run=$4 line
+    [[ $mix == miss ]] && miss_names "lat-$server-$run"
     line=$(perf_run "$server" "$mix" -l "$DUR" -Q "$rate" -v)
     local _qps _answered us _user
     read -r _qps _answered us _user <<<"$line"
@@ -368,20 +368,23 @@ if [[ " ${SERVERS[*]} " == *" nodedns "* ]]; then
     stop "$SERVER_PID"
 fi
 
-# Latency at half of nodedns's peak on each mix, every server at the same offered load.
+# Latency at half of nodedns's peak on each mix, every server at the same offered load,
+# RUNS times: a p99 from one run moves with whatever else the host did in those seconds.
 for server in "${SERVERS[@]}"; do
     start_server "$server"
     for mix in "${MIXES[@]}"; do
         warm "$server" "$mix"
         rate=$(($(result nodedns "$mix" 4) / 2))
-        latency_run "$server" "$mix" "$((rate > 0 ? rate : 1))"
+        for run in $(seq "$RUNS"); do
+            latency_run "$server" "$mix" "$((rate > 0 ? rate : 1))" "$run"
+        done
     done
     stop "$SERVER_PID"
 done
 stop "$NSD_PID"
 
 # --- report ------------------------------------------------------------------------------
-lat() { awk -v s="$1" -v m="$2" -v f="$3" '$1 == s && $2 == m { print $f }' "$LATENCY"; }
+lat() { awk -v s="$1" -v m="$2" -v f="$3" '$1 == s && $2 == m && $f != "-" { print $f }' "$LATENCY" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
 echo "| mix | server | QPS | CPU us/query | user % | CPU us/query @ half load | p50 us | p99 us | RSS MiB |"
