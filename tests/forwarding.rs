@@ -205,21 +205,30 @@ async fn spoofed_replies_are_ignored_and_the_genuine_answer_served() {
     }
 }
 
-#[tokio::test]
-async fn failover_answers_from_secondary_within_one_attempt_timeout() {
-    let primary = upstream_with_registry().await;
-    primary.set_behavior(Behavior::Drop);
-    let secondary = upstream_with_registry().await;
-    let ns = Nodedns::forwarding_to(
-        &[primary.addr(), secondary.addr()],
-        "policy = \"sequential\"",
-    )
-    .await;
+/// A primary and a secondary upstream behaving as told, nodedns asking them in that order,
+/// and how long a first query for the registry took and what it got.
+async fn sequential_pair(
+    primary: Behavior,
+    secondary: Behavior,
+) -> (FakeUpstream, FakeUpstream, Nodedns, Duration, Message) {
+    let (p, s) = (
+        upstream_with_registry().await,
+        upstream_with_registry().await,
+    );
+    p.set_behavior(primary);
+    s.set_behavior(secondary);
+    let ns = Nodedns::forwarding_to(&[p.addr(), s.addr()], "policy = \"sequential\"").await;
     let started = Instant::now();
     let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
         .await
         .unwrap();
-    let took = started.elapsed();
+    (p, s, ns, started.elapsed(), r)
+}
+
+#[tokio::test]
+async fn failover_answers_from_secondary_within_one_attempt_timeout() {
+    let (primary, secondary, _ns, took, r) =
+        sequential_pair(Behavior::Drop, Behavior::Answer).await;
     assert_eq!(answer_a(&r), vec![REGISTRY]);
     assert_eq!(primary.queries_for("registry.example.test."), 1);
     assert_eq!(secondary.queries_for("registry.example.test."), 1);
@@ -231,20 +240,8 @@ async fn failover_answers_from_secondary_within_one_attempt_timeout() {
 /// answer, arriving after the timeout, is served when nothing better comes.
 #[tokio::test]
 async fn a_slow_primary_still_answers_after_failover_to_a_silent_secondary() {
-    let primary = upstream_with_registry().await;
-    primary.set_behavior(Behavior::Delay(Duration::from_millis(800)));
-    let secondary = upstream_with_registry().await;
-    secondary.set_behavior(Behavior::Drop);
-    let ns = Nodedns::forwarding_to(
-        &[primary.addr(), secondary.addr()],
-        "policy = \"sequential\"",
-    )
-    .await;
-    let started = Instant::now();
-    let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
-        .await
-        .unwrap();
-    let took = started.elapsed();
+    let slow = Behavior::Delay(Duration::from_millis(800));
+    let (primary, secondary, ns, took, r) = sequential_pair(slow, Behavior::Drop).await;
     assert_eq!(answer_a(&r), vec![REGISTRY]);
     assert_eq!(
         primary.queries_for("registry.example.test."),

@@ -164,24 +164,28 @@ fn other_rcodes_and_truncated_answers_are_never_cached() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn entries_go_fresh_then_stale_then_away_on_time() {
+/// A cache with 100 s of serve-stale holding `KEY` for 60 s from now.
+fn one_entry_for_a_minute() -> (Cache, Arc<super::Entry>) {
     let limits = Limits {
         stale_max: Duration::from_secs(100),
         ..LIMITS
     };
     let cache = Cache::new(limits);
-    let t0 = Instant::now();
-    cache
-        .insert(
-            KEY,
-            vec![1; 40],
-            &positive(60),
-            Layout::default(),
-            &POLICY,
-            t0,
-        )
-        .unwrap();
+    let a = positive(60);
+    let entry = cache.insert(
+        KEY,
+        vec![1; 40],
+        &a,
+        Layout::default(),
+        &POLICY,
+        Instant::now(),
+    );
+    (cache, entry.unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_go_fresh_then_stale_then_away_on_time() {
+    let (cache, _) = one_entry_for_a_minute();
 
     tokio::time::advance(Duration::from_millis(59_999)).await;
     let Lookup::Fresh { entry, age } = cache.lookup(KEY, Instant::now()) else {
@@ -213,21 +217,7 @@ async fn entries_go_fresh_then_stale_then_away_on_time() {
 /// The hit path's lookup draws the same lines as `lookup`, to the nanosecond.
 #[tokio::test(start_paused = true)]
 async fn serving_in_place_goes_fresh_then_stale_then_away_on_time() {
-    let limits = Limits {
-        stale_max: Duration::from_secs(100),
-        ..LIMITS
-    };
-    let cache = Cache::new(limits);
-    let t0 = Instant::now();
-    let inserted = cache.insert(
-        KEY,
-        vec![1; 40],
-        &positive(60),
-        Layout::default(),
-        &POLICY,
-        t0,
-    );
-    let inserted = inserted.unwrap();
+    let (cache, inserted) = one_entry_for_a_minute();
     let serve = |at| cache.serve_fresh(KEY, at, |entry, age| (entry.ttl, age, entry.hits()));
 
     tokio::time::advance(Duration::from_millis(59_999)).await;

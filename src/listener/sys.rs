@@ -46,6 +46,15 @@ fn zeroed_headers() -> (Box<[iovec]>, Box<[mmsghdr]>) {
     (vec![iov; BATCH].into(), vec![hdr; BATCH].into())
 }
 
+/// Points each header at its iovec and its socket address (one of each per header).
+fn link_headers(hdrs: &mut [mmsghdr], iovs: &mut [iovec], addrs: &mut [sockaddr_storage]) {
+    for ((hdr, iov), addr) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(addrs.iter_mut()) {
+        hdr.msg_hdr.msg_name = (addr as *mut sockaddr_storage).cast();
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+}
+
 /// Receive side: [`BATCH`] buffers of [`DATAGRAM`] bytes, allocated once, and the headers
 /// that describe them to the kernel, built once: a call only resets the address lengths.
 pub struct RecvBatch {
@@ -84,16 +93,7 @@ impl RecvBatch {
             iov.iov_base = buf.as_mut_ptr().cast();
             iov.iov_len = DATAGRAM;
         }
-        for ((hdr, iov), addr) in batch
-            .hdrs
-            .iter_mut()
-            .zip(batch.iovs.iter_mut())
-            .zip(batch.addrs.iter_mut())
-        {
-            hdr.msg_hdr.msg_name = (addr as *mut sockaddr_storage).cast();
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
+        link_headers(&mut batch.hdrs, &mut batch.iovs, &mut batch.addrs);
         batch
     }
 
@@ -196,16 +196,7 @@ impl SendBatch {
             len: 0,
             done: 0,
         };
-        for ((hdr, iov), dst) in batch
-            .hdrs
-            .iter_mut()
-            .zip(batch.iovs.iter_mut())
-            .zip(batch.dsts.iter_mut())
-        {
-            hdr.msg_hdr.msg_name = (dst as *mut sockaddr_storage).cast();
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
+        link_headers(&mut batch.hdrs, &mut batch.iovs, &mut batch.dsts);
         batch
     }
 
