@@ -13,6 +13,11 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nodedns::cache::store::{Keyed, Store};
 
+#[path = "common/synthetic.rs"]
+#[allow(dead_code)]
+mod synthetic;
+use synthetic::Strided;
+
 const KEY_LEN: usize = 30;
 
 /// The key, then the payload.
@@ -55,17 +60,9 @@ fn get_hit(c: &mut Criterion) {
             n,
             "the store must hold every key for a pure-hit bench"
         );
-        // A stride coprime with n (neither 2 nor 5 divides it) visits every key.
-        let stride = 7_919 % n;
+        let mut order = Strided::new(n);
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            let mut i = 0usize;
-            b.iter(|| {
-                i += stride;
-                if i >= n {
-                    i -= n;
-                }
-                black_box(store.get(black_box(&keys[i])))
-            });
+            b.iter(|| black_box(store.get(black_box(&keys[order.next_index()]))));
         });
     }
     group.finish();

@@ -16,26 +16,9 @@ use nodedns::cache::{Cache, Limits, Lookup, TtlPolicy};
 use nodedns::wire::{self, Client, normalize_response, parse_query, write_reply};
 use tokio::time::Instant;
 
-/// Question bytes of name `i`: `h<6 digits>.bench.`, type A, class IN.
-fn question(i: usize) -> Vec<u8> {
-    let mut q = vec![7u8];
-    q.extend_from_slice(format!("h{:06}", i % 1_000_000).as_bytes());
-    q.push(5);
-    q.extend_from_slice(b"bench");
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// An OPT record: root name, type 41, the UDP size, no extended flags, no options.
-const OPT: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
-
-/// A recursive query for name `i` with EDNS.
-fn query(i: usize) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-    q.extend_from_slice(&question(i));
-    q.extend_from_slice(&OPT);
-    q
-}
+#[path = "common/synthetic.rs"]
+mod synthetic;
+use synthetic::{OPT, Strided, query, question};
 
 /// An upstream answer for name `i`: one A record (TTL 300) and an OPT.
 fn response(i: usize) -> Vec<u8> {
@@ -123,15 +106,10 @@ fn hit_with_patching(c: &mut Criterion) {
             hit(&cache, &queries[..len], &mut out) > 0,
             "a hit writes a reply"
         );
-        // A stride coprime with n (neither 2 nor 5 divides it) visits every name.
-        let stride = 7_919 % n;
+        let mut order = Strided::new(n);
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            let mut i = 0usize;
             b.iter(|| {
-                i += stride;
-                if i >= n {
-                    i -= n;
-                }
+                let i = order.next_index();
                 black_box(hit(
                     &cache,
                     black_box(&queries[i * len..(i + 1) * len]),

@@ -20,30 +20,14 @@ use nodedns::cache::{Cache, Entry, Limits, TtlPolicy};
 use nodedns::wire::{normalize_response, parse_query};
 use tokio::time::Instant;
 
+#[path = "../benches/common/synthetic.rs"]
+#[allow(dead_code)]
+mod synthetic;
+use synthetic::{OPT, query, question};
+
 /// The daemon's allocator: what an entry costs depends on its size classes.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Question bytes of name `i`: `h<6 digits>.bench.`, type A, class IN.
-fn question(i: usize) -> Vec<u8> {
-    let mut q = vec![7u8];
-    q.extend_from_slice(format!("h{:06}", i % 1_000_000).as_bytes());
-    q.push(5);
-    q.extend_from_slice(b"bench");
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// An OPT record: root name, type 41, UDP size 1232, no extended flags, no options.
-const OPT: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
-
-/// The query nodedns sends upstream for name `i`: RD and our OPT.
-fn query(i: usize) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-    q.extend_from_slice(&question(i));
-    q.extend_from_slice(&OPT);
-    q
-}
 
 /// nsd's answer for name `i` of the load benchmark's zone: `h<i>.bench. 3600 A 198.18.x.y`,
 /// `bench. 3600 NS ns.bench.`, `ns.bench. 3600 A 127.0.0.2`, then its OPT.
