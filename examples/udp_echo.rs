@@ -1,9 +1,10 @@
 //! The kernel floor for the load benchmark (`benches/load.sh`): a batched UDP echo.
 //!
 //! It serves one socket with the same I/O as nodedns's UDP loop (tokio readiness on a
-//! single-threaded runtime, `recvmmsg`/`sendmmsg` through `nodedns::listener::sys`) and
-//! does no DNS work at all: each datagram goes back with the QR bit set, so a DNS load
-//! generator counts it as an answer. Whatever nodedns costs beyond this is its own.
+//! single-threaded runtime, for reading only, `recvmmsg`/`sendmmsg` through
+//! `nodedns::listener::sys`) and does no DNS work at all: each datagram goes back with the
+//! QR bit set, so a DNS load generator counts it as an answer. Whatever nodedns costs beyond
+//! this is its own.
 //!
 //! Usage: `udp_echo ADDR:PORT`; runs until killed.
 
@@ -12,7 +13,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 use nodedns::listener::sys::{RecvBatch, SendBatch};
-use tokio::io::Interest;
 
 fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = std::env::args()
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
                     tx.commit(src);
                 }
                 while tx.pending() > 0 {
-                    match sock.try_io(Interest::WRITABLE, || tx.send(sock.as_fd())) {
+                    match tx.send(sock.socket().as_fd()) {
                         Ok(_) => {}
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(_) => tx.skip_one(),

@@ -233,7 +233,7 @@ impl Server {
             let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
             // Registered inside the task, so with the reactor of the runtime that serves it.
             let serve = async move {
-                match tokio::net::UdpSocket::from_std(sock) {
+                match listener::sys::UdpFd::new(sock) {
                     Ok(sock) => listener::udp::serve(Arc::new(sock), h, c, t).await,
                     Err(e) => tracing::error!(error = %e, "registering a UDP socket failed"),
                 }

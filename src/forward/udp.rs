@@ -31,12 +31,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::UdpSocket;
 use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::listener::sys::RecvBatch;
+use crate::listener::sys::{RecvBatch, UdpFd};
 use crate::stats::{Stats, inc};
 use crate::wire;
 
@@ -53,6 +52,8 @@ pub const LANE_AGE: Duration = Duration::from_secs(10);
 /// bytes; a longer datagram is cut at [`crate::listener::sys::DATAGRAM`] by the kernel, fails the checks and
 /// is ignored.
 const BATCHES_PER_WAKE: usize = 4;
+/// How long a query that found its socket's send buffer full waits before trying again.
+const SEND_RETRY: Duration = Duration::from_millis(1);
 /// Runtimes remembered per upstream. The binary has one per worker plus one; only tests
 /// that build a runtime per test go past it, and then the oldest sockets are dropped.
 const MAX_RUNTIMES: usize = 64;
@@ -90,7 +91,7 @@ struct Lanes {
 
 /// One connected socket and the queries in flight on it.
 struct Lane {
-    sock: UdpSocket,
+    sock: UdpFd,
     born: Instant,
     state: Mutex<LaneState>,
     /// Wakes the reader when a retired lane may have become idle.
@@ -178,7 +179,7 @@ impl UdpPool {
         let id = st.free_id();
         let mut sent = query.to_vec();
         sent[..2].copy_from_slice(&id.to_be_bytes());
-        if lane.sock.try_send(&sent).is_err() {
+        if lane.sock.socket().send(&sent).is_err() {
             // Never registered: the ID stays free, no reply can be mistaken for it.
             drop(st);
             waiter.unsent();
@@ -255,9 +256,8 @@ impl Lane {
         // Port 0: the kernel picks a random free ephemeral port.
         let sock = std::net::UdpSocket::bind(local)?;
         sock.connect(addr)?;
-        sock.set_nonblocking(true)?;
         Ok(Arc::new(Lane {
-            sock: UdpSocket::from_std(sock)?,
+            sock: UdpFd::new(sock)?,
             born: Instant::now(),
             state: Mutex::new(LaneState {
                 slots: hashbrown::HashMap::default(),
@@ -442,12 +442,14 @@ impl Registered<'_> {
                     // channel.
                     return Ok(());
                 };
-                match self.lane.sock.try_send(sent) {
+                match self.lane.sock.socket().send(sent) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     r => return r.map(drop),
                 }
             }
-            self.lane.sock.writable().await?;
+            // A full send buffer; the socket is watched for readability only ([`UdpFd`]), so
+            // try again shortly, until the caller's deadline drops this attempt.
+            tokio::time::sleep(SEND_RETRY).await;
         }
     }
 }

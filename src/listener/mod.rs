@@ -45,9 +45,9 @@ pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(sock.into())
 }
 
-/// [`bind_udp_std`], registered with the current tokio runtime.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
-    tokio::net::UdpSocket::from_std(bind_udp_std(addr)?)
+/// [`bind_udp_std`], registered with the current tokio runtime for reading.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<sys::UdpFd> {
+    sys::UdpFd::new(bind_udp_std(addr)?)
 }
 
 /// A TCP listener on `addr` that shares the address with its siblings.

@@ -1,17 +1,26 @@
-//! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` behind a safe interface.
+//! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` behind a safe interface, and the
+//! UDP socket type they are driven on.
 //!
 //! This is the crate's only `unsafe` code. It owns the preallocated buffers of one socket
 //! loop: [`RecvBatch`] holds [`BATCH`] receive buffers and their source addresses,
 //! [`SendBatch`] holds up to [`BATCH`] replies and their destinations. Both calls are
 //! non-blocking (`MSG_DONTWAIT`) so the caller can drive them from tokio's readiness
-//! (`readable().await`, then `try_io` until `WouldBlock`). The `mmsghdr`/`iovec` arrays that
-//! point into the buffers are rebuilt on the stack for each call: the structs hold no raw
-//! pointers, so they are `Send` and cannot dangle when moved.
+//! ([`UdpFd::readable`], then [`RecvBatch::read`] until the queue is empty).
+//!
+//! [`UdpFd`] is a UDP socket registered with tokio for readability only. Tokio's own
+//! `UdpSocket` also asks epoll for writability, and a UDP socket turns writable again each
+//! time a datagram it sent is freed: on loopback and on a node, once per reply, so a worker
+//! idle in `epoll_wait` was woken for nothing after most of its sends (about a tenth of
+//! the floor's CPU at 50k queries a second). Sends never wait for room: a full send buffer
+//! is retried after a short pause, then the datagram is dropped and counted.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use libc::{c_int, c_uint, iovec, mmsghdr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
 
@@ -34,6 +43,34 @@ fn zeroed_storage() -> sockaddr_storage {
     // SAFETY: `sockaddr_storage` is plain old data (integers and byte arrays); all-zero is a
     // valid value (family AF_UNSPEC).
     unsafe { zeroed() }
+}
+
+/// A non-blocking UDP socket whose readiness for reading (only) tokio watches.
+#[derive(Debug)]
+pub struct UdpFd(AsyncFd<std::net::UdpSocket>);
+
+impl UdpFd {
+    /// Registers `sock` (made non-blocking) with the current runtime's reactor.
+    pub fn new(sock: std::net::UdpSocket) -> io::Result<UdpFd> {
+        sock.set_nonblocking(true)?;
+        // SAFETY: `std::net::UdpSocket` owns its descriptor: it stays open, and is the one
+        // `as_raw_fd` returns, until the socket is dropped, which only happens when the
+        // `AsyncFd` holding it (and with it the registration) is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) };
+        fd.map(UdpFd).map_err(|e| e.into_parts().1)
+    }
+
+    /// Waits until a datagram may be queued; [`RecvBatch::read`] then finds out.
+    pub async fn readable(&self) -> io::Result<()> {
+        // Dropping the guard keeps the readiness: the read that finds the queue empty clears
+        // it.
+        self.0.readable().await.map(drop)
+    }
+
+    /// The socket, for sends and for its address.
+    pub fn socket(&self) -> &std::net::UdpSocket {
+        self.0.get_ref()
+    }
 }
 
 /// `BATCH` zeroed headers and iovecs, on the heap so that pointers to them stay valid
@@ -130,11 +167,10 @@ impl RecvBatch {
     /// find that out: one system call per wake-up instead of two when queries arrive one at
     /// a time. Tokio clears readiness only if no new datagram was signalled since it was
     /// observed, so none is missed. The datagrams are in [`RecvBatch::packets`] either way.
-    pub fn read(&mut self, sock: &tokio::net::UdpSocket) -> io::Result<(usize, bool)> {
-        use std::os::fd::AsFd;
+    pub fn read(&mut self, sock: &UdpFd) -> io::Result<(usize, bool)> {
         let mut got = 0;
-        let read = sock.try_io(tokio::io::Interest::READABLE, || {
-            got = self.recv(sock.as_fd())?;
+        let read = sock.0.try_io(Interest::READABLE, |s| {
+            got = self.recv(s.as_fd())?;
             if got < BATCH {
                 return Err(io::ErrorKind::WouldBlock.into());
             }

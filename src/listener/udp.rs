@@ -20,13 +20,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::sys::{RecvBatch, SendBatch};
+use super::sys::{RecvBatch, SendBatch, UdpFd};
 use crate::handler::{Fast, Handler, Proto, ReplyTo};
 use crate::stats::{DropReason, Stats};
 
@@ -45,7 +43,7 @@ const RETIRE_POLL: Duration = Duration::from_millis(50);
 /// Serves `sock` until `shutdown` fires. Tasks for misses are tracked by `tasks` so the
 /// caller can drain them.
 pub async fn serve(
-    sock: Arc<UdpSocket>,
+    sock: Arc<UdpFd>,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -77,7 +75,7 @@ pub async fn serve(
 /// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read
 /// and whether the socket's queue was found empty (or failed) before the limit.
 async fn drain(
-    sock: &Arc<UdpSocket>,
+    sock: &Arc<UdpFd>,
     handler: &Arc<Handler>,
     tasks: &TaskTracker,
     rx: &mut RecvBatch,
@@ -112,16 +110,16 @@ async fn drain(
 /// Stops new queries from arriving on `sock` (see the module doc), then answers the ones
 /// the kernel had already queued on it.
 async fn retire(
-    sock: &Arc<UdpSocket>,
+    sock: &Arc<UdpFd>,
     handler: &Arc<Handler>,
     tasks: &TaskTracker,
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
 ) {
-    let connected = match sock.local_addr() {
-        Ok(local) => sock.connect(local).await,
-        Err(e) => Err(e),
-    };
+    let connected = sock
+        .socket()
+        .local_addr()
+        .and_then(|l| sock.socket().connect(l));
     if let Err(e) = connected {
         tracing::warn!(error = %e, "could not retire a UDP socket; queries queued on it are lost");
         return;
@@ -145,7 +143,7 @@ async fn retire(
 
 /// One query of a batch: a reply is queued in `tx`, a miss goes to a task.
 fn handle(
-    sock: &Arc<UdpSocket>,
+    sock: &Arc<UdpFd>,
     pkt: &[u8],
     src: Option<SocketAddr>,
     now: Instant,
@@ -184,36 +182,41 @@ fn handle(
 }
 
 /// Replies to misses finished inline, sent from the socket their query came in on.
-struct Replies(Arc<UdpSocket>);
+struct Replies(Arc<UdpFd>);
 
 impl ReplyTo for Replies {
     fn send(&self, reply: &[u8], dst: SocketAddr, stats: &Arc<Stats>) {
-        match self.0.try_send_to(reply, dst) {
+        match self.0.socket().send_to(reply, dst) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                // A full socket buffer: wait for room in a task rather than here, in the
-                // upstream socket's reader.
+                // A full socket buffer: try again in a task rather than here, in the upstream
+                // socket's reader.
                 let (sock, reply, stats) = (self.0.clone(), reply.to_vec(), stats.clone());
-                tokio::spawn(async move { send(&sock, &reply, dst, &stats).await });
+                tokio::spawn(async move {
+                    tokio::time::sleep(SEND_PAUSE).await;
+                    send(&sock, &reply, dst, &stats).await;
+                });
             }
             Err(_) => stats.dropped_one(DropReason::Send),
         }
     }
 }
 
+/// How long a send that found the socket buffer full waits before its one retry. Sockets
+/// are watched for readability only ([`UdpFd`]), so there is no writability to wait for.
+const SEND_PAUSE: Duration = Duration::from_millis(1);
+
 /// Sends a batch's replies in as few `sendmmsg` calls as the kernel allows. On a full socket
-/// buffer it waits for room once, then drops (and counts) what is left: a client retries,
-/// and a loop stuck on one slow batch would stop reading everyone else's queries.
-async fn flush(sock: &UdpSocket, tx: &mut SendBatch, handler: &Handler) {
+/// buffer it pauses once, then drops (and counts) what is left: a client retries, and a loop
+/// stuck on one slow batch would stop reading everyone else's queries.
+async fn flush(sock: &UdpFd, tx: &mut SendBatch, handler: &Handler) {
     let mut waited = false;
     while tx.pending() > 0 {
-        match sock.try_io(Interest::WRITABLE, || tx.send(sock.as_fd())) {
+        match tx.send(sock.socket().as_fd()) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock && !waited => {
                 waited = true;
-                if sock.writable().await.is_err() {
-                    break;
-                }
+                tokio::time::sleep(SEND_PAUSE).await;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(_) => {
@@ -228,9 +231,13 @@ async fn flush(sock: &UdpSocket, tx: &mut SendBatch, handler: &Handler) {
     tx.clear();
 }
 
-async fn send(sock: &UdpSocket, reply: &[u8], dst: SocketAddr, stats: &Stats) {
-    let sent = match sock.try_send_to(reply, dst) {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => sock.send_to(reply, dst).await,
+/// Sends one reply; on a full socket buffer, once more after [`SEND_PAUSE`].
+async fn send(sock: &UdpFd, reply: &[u8], dst: SocketAddr, stats: &Stats) {
+    let sent = match sock.socket().send_to(reply, dst) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            tokio::time::sleep(SEND_PAUSE).await;
+            sock.socket().send_to(reply, dst)
+        }
         r => r,
     };
     if sent.is_err() {
