@@ -2,7 +2,7 @@
 # Load benchmark: nodedns against dnsdist (packet cache) and unbound (forward-zone), all
 # forwarding to one nsd, plus a batched UDP echo (examples/udp_echo.rs) as the kernel floor.
 #
-#   benches/load.sh            full run: release build, 3 runs per server and mix (~5 min)
+#   benches/load.sh            full run: release build, 3 rounds of every server and mix (~15 min)
 #   benches/load.sh --smoke    one short run per mix with the debug build (CI: it must not rot;
 #                              it checks every server answers, never how fast)
 #   RUNS=1 DUR=2 benches/load.sh   fewer/shorter runs (full mode only)
@@ -15,10 +15,11 @@
 # Everything listens on 127.0.0.x; every process started here is stopped on exit.
 #
 # Method (docs/performance.md): each server runs with one worker/thread pinned to CPU 0;
-# dnsperf and nsd share CPU 1. Per server and mix: QPS, server CPU microseconds per answered
-# query (utime+stime delta from /proc/PID/stat over the run), RSS after the run (median of
-# RUNS), then RUNS runs at half of nodedns's peak QPS on that mix, with dnsperf -v, for
-# p50/p99 latency and CPU per query at that fixed load.
+# dnsperf and nsd share CPU 1. In each of RUNS rounds every server in turn gets a fresh
+# daemon and one run per mix: QPS, server CPU microseconds per answered query (utime+stime
+# delta from /proc/PID/stat over the run), RSS after the run. Then RUNS more rounds at half
+# of nodedns's peak QPS on each mix, with dnsperf -v, for p50/p99 latency and CPU per query
+# at that fixed load. Every figure is the median over the rounds.
 set -euo pipefail
 
 MODE=full
@@ -131,6 +132,12 @@ start() {
 stop() {
     kill -TERM -- "-$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+    # Forgotten once stopped: the exit trap must not signal a group whose ID was reused.
+    local pid left=()
+    for pid in "${PIDS[@]}"; do
+        [[ $pid == "$1" ]] || left+=("$pid")
+    done
+    PIDS=("${left[@]}")
 }
 
 # wait_answer ADDR: until a query for h000000.bench gets an answer (bounded: 10 s).
@@ -320,26 +327,33 @@ if [[ ${MEMORY_ONLY:-} == 1 ]]; then
     echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit 0
 fi
-for server in "${SERVERS[@]}"; do
-    start_server "$server"
-    # RSS growth per cached entry: every zone name once into a fresh cache.
-    if [[ $server != floor ]]; then
-        r0=$(rss_kib "$SERVER_PID")
-        perf_run "$server" all -n 1 >/dev/null
-        r1=$(rss_kib "$SERVER_PID")
-        MEMPER[$server]=$(((r1 - r0) * 1024 / NAMES))
-    fi
-    for mix in "${MIXES[@]}"; do
-        warm "$server" "$mix"
-        for run in $(seq "$RUNS"); do
+# Rounds, each server once per round with a fresh daemon: the host's noise comes in spells of
+# tens of seconds, and all of one server's runs in a row would put them all in one spell.
+declare -A MEMRUNS
+for run in $(seq "$RUNS"); do
+    for server in "${SERVERS[@]}"; do
+        start_server "$server"
+        # RSS growth per cached entry: every zone name once into a fresh cache. It also
+        # gives every server the same cache contents before the mixes.
+        if [[ $server != floor ]]; then
+            r0=$(rss_kib "$SERVER_PID")
+            perf_run "$server" all -n 1 >/dev/null
+            r1=$(rss_kib "$SERVER_PID")
+            MEMRUNS[$server]+="$(((r1 - r0) * 1024 / NAMES)) "
+        fi
+        for mix in "${MIXES[@]}"; do
+            warm "$server" "$mix"
             [[ $mix == miss ]] && miss_names "$server-$run"
             line=$(perf_run "$server" "$mix" -l "$DUR")
             read -r qps answered us user <<<"$line"
             echo "$server $mix $run $qps $answered $us $(rss_kib "$SERVER_PID") $user" >>"$RESULTS"
-            echo "  $server $mix run $run: $qps qps, $us us/query ($user% user)" >&2
+            echo "  round $run $server $mix: $qps qps, $us us/query ($user% user)" >&2
         done
+        stop "$SERVER_PID"
     done
-    stop "$SERVER_PID"
+done
+for server in "${!MEMRUNS[@]}"; do
+    MEMPER[$server]=$(tr ' ' '\n' <<<"${MEMRUNS[$server]}" | awk NF | median)
 done
 
 # RSS under 2x overload: nodedns with a small cache (full within a second, so the cache's
@@ -368,18 +382,18 @@ if [[ " ${SERVERS[*]} " == *" nodedns "* ]]; then
     stop "$SERVER_PID"
 fi
 
-# Latency at half of nodedns's peak on each mix, every server at the same offered load,
-# RUNS times: a p99 from one run moves with whatever else the host did in those seconds.
-for server in "${SERVERS[@]}"; do
-    start_server "$server"
-    for mix in "${MIXES[@]}"; do
-        warm "$server" "$mix"
-        rate=$(($(result nodedns "$mix" 4) / 2))
-        for run in $(seq "$RUNS"); do
+# Latency at half of nodedns's peak on each mix, every server at the same offered load, in
+# RUNS rounds as above: a p99 from one run moves with whatever else the host did then.
+for run in $(seq "$RUNS"); do
+    for server in "${SERVERS[@]}"; do
+        start_server "$server"
+        for mix in "${MIXES[@]}"; do
+            warm "$server" "$mix"
+            rate=$(($(result nodedns "$mix" 4) / 2))
             latency_run "$server" "$mix" "$((rate > 0 ? rate : 1))" "$run"
         done
+        stop "$SERVER_PID"
     done
-    stop "$SERVER_PID"
 done
 stop "$NSD_PID"
 
