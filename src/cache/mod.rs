@@ -85,14 +85,16 @@ impl Cache {
         }
     }
 
-    /// Serves a fresh entry under `key` with `serve(entry, age)` without taking a reference
-    /// to it; anything else is reported as [`Cache::lookup`] would (`Fresh` never is).
-    /// `serve` runs with the entry's shard read-locked: it must only copy the entry out.
+    /// Serves a fresh entry under `key` with `serve(entry, age)`, lent rather than
+    /// referenced (the hit path copies it out and touches no reference count); anything
+    /// else is reported as [`Cache::lookup`] would (`Fresh` never is). An entry past its
+    /// stale window is removed. `serve` runs with the entry's shard read-locked: it must
+    /// only copy the entry out.
     pub fn serve_fresh<R>(
         &self,
         key: &[u8],
         now: Instant,
-        serve: impl FnOnce(&Entry, u32) -> R,
+        serve: impl FnOnce(&Arc<Entry>, u32) -> R,
     ) -> Result<R, Lookup> {
         let now = self.since_epoch(now);
         let stale_max = self.stale_max_nanos.load(Ordering::Relaxed);
@@ -121,21 +123,10 @@ impl Cache {
 
     /// Looks `key` up at `now`. An entry past its stale window is removed and reported a miss.
     pub fn lookup(&self, key: &[u8], now: Instant) -> Lookup {
-        let Some(entry) = self.store.get(key) else {
-            return Lookup::Miss;
-        };
-        let elapsed = self.age(&entry, now);
-        let ttl = Duration::from_secs(u64::from(entry.ttl));
-        if elapsed < ttl {
-            let age = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX);
-            return Lookup::Fresh { entry, age };
+        match self.serve_fresh(key, now, |entry, age| (Arc::clone(entry), age)) {
+            Ok((entry, age)) => Lookup::Fresh { entry, age },
+            Err(lookup) => lookup,
         }
-        if elapsed < ttl.saturating_add(self.stale_max()) {
-            return Lookup::Stale { entry };
-        }
-        // Only this entry: a fresh answer inserted since our get must survive.
-        self.store.remove_if(key, |held| Arc::ptr_eq(held, &entry));
-        Lookup::Miss
     }
 
     /// Stores upstream's normalised `response` under `key` if [`cache_ttl`] allows, replacing
@@ -239,10 +230,6 @@ impl Cache {
     /// The store underneath, for snapshots ([`store::Store::for_each`]).
     pub fn store(&self) -> &store::Store<Entry> {
         &self.store
-    }
-
-    fn stale_max(&self) -> Duration {
-        Duration::from_nanos(self.stale_max_nanos.load(Ordering::Relaxed))
     }
 
     /// `t` as nanoseconds after the epoch; negative before it. Saturates after 292 years.

@@ -214,7 +214,7 @@ async fn entries_go_fresh_then_stale_then_away_on_time() {
     assert_eq!(cache.len(), 0, "the expired entry was not removed");
 }
 
-/// The hit path's lookup draws the same lines as `lookup`, to the nanosecond.
+/// The hit path's lookup goes fresh, stale, then away at the entry's instants, to the nanosecond.
 #[tokio::test(start_paused = true)]
 async fn serving_in_place_goes_fresh_then_stale_then_away_on_time() {
     let (cache, inserted) = one_entry_for_a_minute();
