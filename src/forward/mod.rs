@@ -185,9 +185,4 @@ impl Forwarder {
     {
         failover::run_from(order, query, &self.settings, &self.stats, origin, first).await
     }
-
-    /// The failover settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
 }

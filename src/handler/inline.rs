@@ -11,13 +11,12 @@
 use std::future::Pending;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::{Handler, Miss, Outcome, Proto, Routing, Zone, client_of, upstream_query};
+use super::{Handler, InFlight, Miss, Outcome, Proto, Routing, Zone, client_of, upstream_query};
 use crate::coalesce::Completion;
 use crate::forward::udp::{InlineWaiter, LateReply};
 use crate::forward::{ExchangeError, First, ForwardError, Forwarded, Upstream, Verdict, judge};
@@ -29,22 +28,6 @@ use crate::wire;
 pub trait ReplyTo: Send + 'static {
     /// Sends `reply` to `dst` now, or as soon as the socket has room; counts a failure.
     fn send(&self, reply: &[u8], dst: SocketAddr, stats: &Arc<Stats>);
-}
-
-/// Counts a miss in the in-flight gauge for as long as it lives, however it ends.
-struct InFlight(Arc<Stats>);
-
-impl InFlight {
-    fn new(stats: &Arc<Stats>) -> InFlight {
-        stats.inflight.fetch_add(1, Relaxed);
-        InFlight(stats.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Relaxed);
-    }
 }
 
 /// One miss whose first attempt was sent inline: everything needed to finish it.

@@ -10,6 +10,7 @@ mod inline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -408,7 +409,7 @@ impl Handler {
             .await
     }
 
-    /// [`Handler::fly`], counted in the in-flight gauge while it runs.
+    /// [`Handler::fly`], counted in the in-flight gauge while it runs (or until dropped).
     async fn fly_counted(
         &self,
         zone: &Zone,
@@ -416,11 +417,8 @@ impl Handler {
         key: &[u8],
         have_stale: bool,
     ) -> Outcome {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.stats.inflight.fetch_add(1, Relaxed);
-        let outcome = self.fly(zone, query, key, have_stale).await;
-        self.stats.inflight.fetch_sub(1, Relaxed);
-        outcome
+        let _in_flight = InFlight::new(&self.stats);
+        self.fly(zone, query, key, have_stale).await
     }
 
     async fn fly(&self, zone: &Zone, query: &[u8], key: &[u8], have_stale: bool) -> Outcome {
@@ -528,6 +526,23 @@ impl Handler {
             (false, EntryKind::Success) => Hot::CacheHitsSuccess,
             (false, EntryKind::Denial | EntryKind::ServFail) => Hot::CacheHitsDenial,
         });
+    }
+}
+
+/// Counts a flight in the in-flight gauge for as long as it lives, however it ends
+/// (answered, failed, or dropped with a cancelled task).
+struct InFlight(Arc<Stats>);
+
+impl InFlight {
+    fn new(stats: &Arc<Stats>) -> InFlight {
+        stats.inflight.fetch_add(1, Relaxed);
+        InFlight(stats.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Relaxed);
     }
 }
 
