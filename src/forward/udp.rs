@@ -68,8 +68,8 @@ pub trait InlineWaiter: Send {
     fn query(&self) -> &[u8];
     /// It could not be sent at once (no runtime, no socket, a full socket buffer).
     fn unsent(self: Box<Self>);
-    /// `reply` answers the query (ID, question and class checked); it was read at `at`.
-    fn answered(self: Box<Self>, reply: &[u8], at: Instant);
+    /// `reply` answers the query (ID, question and class checked).
+    fn answered(self: Box<Self>, reply: &[u8]);
     /// The attempt's timeout passed. A reply that comes later still arrives through `late`.
     fn timed_out(self: Box<Self>, late: LateReply);
     /// The socket failed before a reply came (e.g. ICMP port unreachable).
@@ -533,13 +533,12 @@ async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
                 continue;
             }
         }
-        let at = Instant::now();
         for _ in 0..BATCHES_PER_WAKE {
             let read = REPLIES.with_borrow_mut(|batch| {
                 let read = batch.read(&lane.sock);
                 for (datagram, _) in batch.packets() {
                     if let Some(waiter) = lane.deliver(datagram, &stats) {
-                        waiter.answered(datagram, at);
+                        waiter.answered(datagram);
                     }
                 }
                 read

@@ -211,7 +211,7 @@ impl<R: ReplyTo> InlineWaiter for InlineMiss<R> {
         self.resume(Resume::Unsent);
     }
 
-    fn answered(self: Box<Self>, reply: &[u8], _at: Instant) {
+    fn answered(self: Box<Self>, reply: &[u8]) {
         if wire::Header::parse(reply).is_some_and(|h| h.tc()) {
             // Never cached or served (RFC 7766 §5): the same upstream over TCP.
             return self.resume(Resume::Tcp);
