@@ -176,18 +176,14 @@ impl UdpPool {
             }
         };
         let mut st = lane.state.lock();
-        let id = st.free_id();
-        let mut sent = query.to_vec();
-        sent[..2].copy_from_slice(&id.to_be_bytes());
+        let (id, sent) = st.stamp(query);
         if lane.sock.socket().send(&sent).is_err() {
             // Never registered: the ID stays free, no reply can be mistaken for it.
             drop(st);
             waiter.unsent();
             return false;
         }
-        st.slots.insert(id, Slot::Inline { sent, waiter });
-        st.waiting += 1;
-        st.sent += 1;
+        st.track(id, Slot::Inline { sent, waiter });
         let was_idle = st.timeouts.is_empty();
         st.timeouts.push_back((timeout_at, id));
         drop(st);
@@ -284,12 +280,8 @@ impl Lane {
     fn register(&self, query: &[u8]) -> (u16, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
-        let id = st.free_id();
-        let mut sent = query.to_vec();
-        sent[..2].copy_from_slice(&id.to_be_bytes());
-        st.slots.insert(id, Slot::Waiting { sent, reply: tx });
-        st.waiting += 1;
-        st.sent += 1;
+        let (id, sent) = st.stamp(query);
+        st.track(id, Slot::Waiting { sent, reply: tx });
         (id, rx)
     }
 
@@ -377,20 +369,19 @@ impl Lane {
                 break;
             }
             st.timeouts.pop_front();
+            // Only inline queries are queued here; one answered or abandoned since is done.
             let Some(slot) = st.slots.get_mut(&id) else {
                 continue;
             };
-            if let Slot::Done = slot {
+            let Slot::Inline { .. } = slot else {
                 continue;
-            }
+            };
+            let Slot::Inline { sent, waiter } = std::mem::replace(slot, Slot::Done) else {
+                continue;
+            };
             let (tx, rx) = oneshot::channel();
-            let old = std::mem::replace(slot, Slot::Done);
-            if let Slot::Inline { sent, waiter } = old {
-                *slot = Slot::Waiting { sent, reply: tx };
-                due.push((waiter, rx, id));
-            } else {
-                *slot = old;
-            }
+            *slot = Slot::Waiting { sent, reply: tx };
+            due.push((waiter, rx, id));
         }
         drop(st);
         for (waiter, rx, id) in due {
@@ -487,15 +478,25 @@ impl Drop for LateReply {
 }
 
 impl LaneState {
-    /// An ID never used on this socket. At most a little over [`LANE_QUERIES`] of 65536 are
-    /// taken: a free one is found within a try or two.
-    fn free_id(&self) -> u16 {
-        loop {
+    /// An ID never used on this socket, and a copy of `query` carrying it. At most a little
+    /// over [`LANE_QUERIES`] of 65536 IDs are taken: a free one is found within a try or two.
+    fn stamp(&self, query: &[u8]) -> (u16, Vec<u8>) {
+        let id = loop {
             let id: u16 = rand::random();
             if !self.slots.contains_key(&id) {
-                return id;
+                break id;
             }
-        }
+        };
+        let mut sent = query.to_vec();
+        sent[..2].copy_from_slice(&id.to_be_bytes());
+        (id, sent)
+    }
+
+    /// Registers a query sent (or about to be) under `id` as awaited.
+    fn track(&mut self, id: u16, slot: Slot) {
+        self.slots.insert(id, slot);
+        self.waiting += 1;
+        self.sent += 1;
     }
 }
 
