@@ -186,18 +186,11 @@ struct Replies(Arc<UdpFd>);
 
 impl ReplyTo for Replies {
     fn send(&self, reply: &[u8], dst: SocketAddr, stats: &Arc<Stats>) {
-        match self.0.socket().send_to(reply, dst) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                // A full socket buffer: try again in a task rather than here, in the upstream
-                // socket's reader.
-                let (sock, reply, stats) = (self.0.clone(), reply.to_vec(), stats.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(SEND_PAUSE).await;
-                    send(&sock, &reply, dst, &stats).await;
-                });
-            }
-            Err(_) => stats.dropped_one(DropReason::Send),
+        if try_send(&self.0, reply, dst, stats) {
+            // A full socket buffer: the retry waits in a task rather than here, in the
+            // upstream socket's reader.
+            let (sock, reply, stats) = (self.0.clone(), reply.to_vec(), stats.clone());
+            tokio::spawn(async move { resend(&sock, &reply, dst, &stats).await });
         }
     }
 }
@@ -233,14 +226,29 @@ async fn flush(sock: &UdpFd, tx: &mut SendBatch, handler: &Handler) {
 
 /// Sends one reply; on a full socket buffer, once more after [`SEND_PAUSE`].
 async fn send(sock: &UdpFd, reply: &[u8], dst: SocketAddr, stats: &Stats) {
-    let sent = match sock.socket().send_to(reply, dst) {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-            tokio::time::sleep(SEND_PAUSE).await;
-            sock.socket().send_to(reply, dst)
+    if try_send(sock, reply, dst, stats) {
+        resend(sock, reply, dst, stats).await;
+    }
+}
+
+/// Sends one reply now. True when the socket buffer was full (the caller retries once);
+/// any other failure is counted.
+fn try_send(sock: &UdpFd, reply: &[u8], dst: SocketAddr, stats: &Stats) -> bool {
+    match sock.socket().send_to(reply, dst) {
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+        Err(_) => {
+            stats.dropped_one(DropReason::Send);
+            false
         }
-        r => r,
-    };
-    if sent.is_err() {
+    }
+}
+
+/// The one retry of a reply that found the socket buffer full: after [`SEND_PAUSE`], then
+/// dropped and counted.
+async fn resend(sock: &UdpFd, reply: &[u8], dst: SocketAddr, stats: &Stats) {
+    tokio::time::sleep(SEND_PAUSE).await;
+    if sock.socket().send_to(reply, dst).is_err() {
         stats.dropped_one(DropReason::Send);
     }
 }
