@@ -299,6 +299,20 @@ latency_run() {
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
+
+MEMPER=$WORK/memper # server bytes_per_entry, one line per fresh daemon
+# fill SERVER: every zone name once into the fresh cache of the running SERVER, and its RSS
+# growth per cached entry recorded. The figure moves with the allocator's state, so every
+# report takes the median over fresh daemons.
+fill() {
+    local r0 r1
+    r0=$(rss_kib "$SERVER_PID")
+    perf_run "$1" all -n 1 >/dev/null
+    r1=$(rss_kib "$SERVER_PID")
+    echo "$1 $(((r1 - r0) * 1024 / NAMES))" >>"$MEMPER"
+    echo "  $1: $(((r1 - r0) * 1024 / NAMES)) bytes per entry (RSS $((r0 / 1024)) -> $((r1 / 1024)) MiB)" >&2
+}
+memper() { awk -v s="$1" '$1 == s { print $2 }' "$MEMPER" | median; }
 result() { awk -v s="$1" -v m="$2" -v f="$3" '$1 == s && $2 == m { print $f }' "$RESULTS" | median; }
 
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -310,36 +324,26 @@ wait_answer "$UPSTREAM"
 
 : >"$RESULTS"
 : >"$LATENCY"
-declare -A MEMPER
+: >"$MEMPER"
 if [[ ${MEMORY_ONLY:-} == 1 ]]; then
-    # A fresh daemon per run: the figure moves with the allocator's state, so take the median.
     for run in $(seq "$RUNS"); do
         start_server nodedns
-        r0=$(rss_kib "$SERVER_PID")
-        perf_run nodedns all -n 1 >/dev/null
-        r1=$(rss_kib "$SERVER_PID")
+        fill nodedns
         stop "$SERVER_PID"
-        echo "$(((r1 - r0) * 1024 / NAMES))" >>"$WORK/memper"
-        echo "  run $run: $(((r1 - r0) * 1024 / NAMES)) bytes (RSS $((r0 / 1024)) -> $((r1 / 1024)) MiB)" >&2
     done
     echo "RSS growth per cached entry after $NAMES distinct names (bytes), median of $RUNS:"
-    echo "  nodedns: $(median <"$WORK/memper")"
+    echo "  nodedns: $(memper nodedns)"
     echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit 0
 fi
 # Rounds, each server once per round with a fresh daemon: the host's noise comes in spells of
 # tens of seconds, and all of one server's runs in a row would put them all in one spell.
-declare -A MEMRUNS
 for run in $(seq "$RUNS"); do
     for server in "${SERVERS[@]}"; do
         start_server "$server"
-        # RSS growth per cached entry: every zone name once into a fresh cache. It also
-        # gives every server the same cache contents before the mixes.
+        # Also gives every server the same cache contents before the mixes.
         if [[ $server != floor ]]; then
-            r0=$(rss_kib "$SERVER_PID")
-            perf_run "$server" all -n 1 >/dev/null
-            r1=$(rss_kib "$SERVER_PID")
-            MEMRUNS[$server]+="$(((r1 - r0) * 1024 / NAMES)) "
+            fill "$server"
         fi
         for mix in "${MIXES[@]}"; do
             warm "$server" "$mix"
@@ -351,9 +355,6 @@ for run in $(seq "$RUNS"); do
         done
         stop "$SERVER_PID"
     done
-done
-for server in "${!MEMRUNS[@]}"; do
-    MEMPER[$server]=$(tr ' ' '\n' <<<"${MEMRUNS[$server]}" | awk NF | median)
 done
 
 # RSS under 2x overload: nodedns with a small cache (full within a second, so the cache's
@@ -427,7 +428,7 @@ done
 echo
 echo "RSS growth per cached entry after $NAMES distinct names (bytes):"
 for server in nodedns dnsdist unbound; do
-    if [[ -n ${MEMPER[$server]:-} ]]; then echo "  $server: ${MEMPER[$server]}"; fi
+    if grep -q "^$server " "$MEMPER"; then echo "  $server: $(memper "$server")"; fi
 done
 if [[ -s $OVERLOAD ]]; then
     echo
