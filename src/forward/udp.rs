@@ -177,7 +177,7 @@ impl UdpPool {
         };
         let mut st = lane.state.lock();
         let (id, sent) = st.stamp(query);
-        if lane.sock.socket().send(&sent).is_err() {
+        if send_past_stale_error(lane.sock.socket(), &sent).is_err() {
             // Never registered: the ID stays free, no reply can be mistaken for it.
             drop(st);
             waiter.unsent();
@@ -423,6 +423,28 @@ struct Registered<'a> {
     id: u16,
 }
 
+/// Sends `datagram` on a connected socket. An ICMP error (port or host unreachable) for an
+/// earlier datagram is kept by the kernel and returned by the next call on the socket, which
+/// then sends nothing; the reader only wakes for data, so after an upstream's outage each
+/// lane would fail one later query with an error that is not its own. Such an error is
+/// consumed by being returned, so one more try sends this datagram, and an error that
+/// persists is its own.
+fn send_past_stale_error(sock: &std::net::UdpSocket, datagram: &[u8]) -> io::Result<usize> {
+    match sock.send(datagram) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            sock.send(datagram)
+        }
+        r => r,
+    }
+}
+
 impl Registered<'_> {
     async fn send(&self) -> io::Result<()> {
         loop {
@@ -433,7 +455,7 @@ impl Registered<'_> {
                     // channel.
                     return Ok(());
                 };
-                match self.lane.sock.socket().send(sent) {
+                match send_past_stale_error(self.lane.sock.socket(), sent) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     r => return r.map(drop),
                 }
@@ -553,5 +575,31 @@ async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod stale_error_tests {
+    use super::*;
+
+    /// An upstream that was down (ICMP port unreachable for a query then) and is back: the
+    /// next query on the lane is sent, not failed with the old error.
+    #[test]
+    fn a_query_after_an_outage_is_sent_despite_the_old_icmp_error() {
+        let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let lane = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        lane.connect(addr).unwrap();
+        lane.send(b"while down").unwrap();
+        // The ICMP error arrives and waits on the socket; nothing reads it.
+        std::thread::sleep(Duration::from_millis(50));
+        let back = std::net::UdpSocket::bind(addr).unwrap();
+        back.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        send_past_stale_error(&lane, b"after").unwrap();
+        let mut buf = [0u8; 16];
+        let n = back.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
     }
 }
