@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use units::{format_duration, parse_duration, parse_size, parse_upstream};
-pub use zones::normalize_zone_name;
+pub use zones::{normalize_zone_name, parse_probe};
 
 /// A validated configuration. Every field has its default filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +152,40 @@ pub struct Zone {
     pub policy: Policy,
     /// The global clamps with this zone's `cache = { ... }` overrides applied.
     pub cache: CacheTtl,
+    /// What health and readiness probes ask this zone's upstreams.
+    pub probe: Probe,
+}
+
+/// A zone's probe question (`probe = "NAME TYPE"`): by default the zone's apex `SOA`, or
+/// `. NS` for the root, which any server that serves the zone answers. Any well-formed reply
+/// counts as alive, so the question only has to be one the upstream does not drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Lowercased, fully qualified, with a trailing dot.
+    pub name: String,
+    pub qtype: hickory_proto::rr::RecordType,
+}
+
+impl Probe {
+    /// The default probe of the zone `name` (normalized, with its trailing dot).
+    pub fn apex(name: &str) -> Probe {
+        use hickory_proto::rr::RecordType;
+        let qtype = if name == "." {
+            RecordType::NS
+        } else {
+            RecordType::SOA
+        };
+        Probe {
+            name: name.to_owned(),
+            qtype,
+        }
+    }
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.qtype)
+    }
 }
 
 /// `[admin]`.

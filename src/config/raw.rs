@@ -96,6 +96,7 @@ pub struct RawZone {
     pub transport: Opt<String>,
     pub policy: Opt<String>,
     pub cache: Option<RawTtl>,
+    pub probe: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

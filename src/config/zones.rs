@@ -12,7 +12,7 @@ use super::check::{Check, Field};
 use super::raw::{Opt, RawCache, RawZone, Scalar};
 use super::resolv::{self, MAX_UPSTREAMS};
 use super::units::{format_duration, parse_upstream};
-use super::{CacheTtl, Policy, Transport, Zone};
+use super::{CacheTtl, Policy, Probe, Transport, Zone};
 
 /// RFC 2308 §7.1: a server failure may be cached for at most five minutes.
 const SERVFAIL_TTL_CAP: Duration = Duration::from_secs(300);
@@ -165,7 +165,15 @@ pub fn zones(
             seen.push((name.clone(), raw.get_ref().name.span()));
         }
         match (name, zone(c, &ctx, raw)) {
-            (Some(name), Some(zone)) => zones.push(Zone { name, ..zone }),
+            (Some(name), Some(zone)) => {
+                // The default probe names the zone, known only now.
+                let probe = zone.probe.clone().unwrap_or_else(|| Probe::apex(&name));
+                zones.push(Zone {
+                    name,
+                    probe,
+                    ..zone.zone
+                });
+            }
             _ => ok = false,
         }
     }
@@ -236,8 +244,15 @@ pub fn normalize_zone_name(name: &str) -> Result<String, String> {
     Ok(format!("{}.", relative.to_ascii_lowercase()))
 }
 
-/// Everything of a zone but its name (left empty for the caller).
-fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<Zone> {
+/// A zone as [`zone`] checked it: everything but its name (left empty), and its probe when
+/// the file sets one.
+struct Checked {
+    zone: Zone,
+    probe: Option<Probe>,
+}
+
+/// Everything of a zone but its name and default probe.
+fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<Checked> {
     let z = raw.get_ref();
     let (upstreams, resolv_conf) = match (&z.upstreams, &z.resolv_conf) {
         (Some(_), Some(path)) => {
@@ -275,14 +290,48 @@ fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<
         }
         None => Some(ctx.base.clone()),
     };
-    Some(Zone {
-        name: String::new(),
-        upstreams: upstreams?,
-        resolv_conf,
-        transport: transport?,
-        policy: policy?,
-        cache: ttl?.values(),
+    let probe = match &z.probe {
+        Some(raw) => match parse_probe(raw.get_ref()) {
+            Ok(p) => Some(Some(p)),
+            Err(reason) => {
+                c.error(Some(raw.span()), &format!("{}.probe", ctx.key), reason);
+                None
+            }
+        },
+        None => Some(None),
+    };
+    Some(Checked {
+        zone: Zone {
+            name: String::new(),
+            upstreams: upstreams?,
+            resolv_conf,
+            transport: transport?,
+            policy: policy?,
+            cache: ttl?.values(),
+            probe: Probe::apex("."),
+        },
+        probe: probe?,
     })
+}
+
+/// `"NAME TYPE"`, e.g. `"kubernetes.default.svc.cluster.local. A"`.
+pub fn parse_probe(text: &str) -> Result<Probe, String> {
+    use hickory_proto::rr::RecordType;
+    let mut words = text.split_whitespace();
+    let (Some(name), Some(qtype), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!(
+            "`{text}` is not `NAME TYPE` (e.g. \"kubernetes.default.svc.cluster.local. A\")"
+        ));
+    };
+    let name = normalize_zone_name(name)?;
+    let qtype = qtype
+        .to_ascii_uppercase()
+        .parse::<RecordType>()
+        .ok()
+        .filter(|t| !matches!(t, RecordType::AXFR | RecordType::IXFR | RecordType::OPT))
+        .filter(|t| !matches!(t, RecordType::Unknown(_)))
+        .ok_or_else(|| format!("`{qtype}` is not a record type to ask (e.g. A, AAAA, SOA, NS)"))?;
+    Ok(Probe { name, qtype })
 }
 
 fn upstream_list(

@@ -139,3 +139,39 @@ fn interface_fallback_is_a_link_name_or_empty() {
     let diags = errors(&format!("[interface]\nfallback = \"no such/link\"\n{ZONE}"));
     assert_eq!(diags[0].key, "interface.fallback", "{diags:?}");
 }
+
+#[test]
+fn zone_probe_defaults_to_the_apex_and_takes_name_and_type() {
+    let text = "[[zones]]\nname = \"Cluster.Local\"\nupstreams = [\"127.0.0.1:5300\"]\n\
+                [[zones]]\nname = \".\"\nupstreams = [\"::1\"]\n\
+                [[zones]]\nname = \"svc.test\"\nupstreams = [\"::1\"]\n\
+                probe = \"Kubernetes.Default.svc.cluster.local aaaa\"\n";
+    let config = parse_str(text, "t").unwrap();
+    let probes: Vec<String> = config.zones.iter().map(|z| z.probe.to_string()).collect();
+    assert_eq!(
+        probes,
+        [
+            "cluster.local. SOA",
+            ". NS",
+            "kubernetes.default.svc.cluster.local. AAAA"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_probe_names_its_line_and_what_is_wrong() {
+    for (probe, reason) in [
+        ("example.com", "not `NAME TYPE`"),
+        ("example.com. A extra", "not `NAME TYPE`"),
+        ("example.com. BOGUS", "not a record type"),
+        ("example.com. AXFR", "not a record type"),
+        ("a..b A", "empty label"),
+    ] {
+        let text = format!("[[zones]]\nname = \".\"\nupstreams = [\"::1\"]\nprobe = \"{probe}\"\n");
+        let diags = errors(&text);
+        assert_eq!(diags.len(), 1, "{probe}: {diags:?}");
+        assert_eq!(diags[0].key, "zones[0].probe");
+        assert_eq!(diags[0].line, 4);
+        assert!(diags[0].reason.contains(reason), "{probe}: {:?}", diags[0]);
+    }
+}
