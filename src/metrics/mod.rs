@@ -16,10 +16,13 @@ mod histogram;
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::forward::ErrorKind;
+use crate::forward::upstream::UpstreamCounters;
 use crate::handler::Handler;
 use crate::stats::{DropReason, Hot, RCODE_SLOTS, Stats};
 
@@ -201,18 +204,16 @@ pub const DEFS: &[Def] = &[
     ),
 ];
 
-/// The exporter and the sources it reads at scrape time.
-pub struct Metrics {
+/// The exporter's registry, and the upstreams it holds series for.
+struct Registry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    stats: Arc<Stats>,
-    /// Kept for the life of the process: a reload reconfigures it in place.
-    handler: Arc<Handler>,
+    /// Labels of the upstreams of the config it was built for, sorted.
+    upstreams: Vec<String>,
 }
 
-impl Metrics {
-    /// Registers every metric, at 0 for `handler`'s zones and upstreams.
-    pub fn new(handler: Arc<Handler>) -> Metrics {
+impl Registry {
+    fn new(upstreams: Vec<String>) -> Registry {
         let recorder = PrometheusBuilder::new().build_recorder();
         for d in DEFS {
             let name = metrics::KeyName::from(d.name);
@@ -224,92 +225,97 @@ impl Metrics {
             }
         }
         let handle = recorder.handle();
-        let stats = handler.stats().clone();
         let version = env!("CARGO_PKG_VERSION");
         gauge(&recorder, "nodedns_build_info", &[("version", version)]).set(1.0);
-        let m = Metrics {
+        Registry {
             recorder,
             handle,
+            upstreams,
+        }
+    }
+}
+
+/// The exporter and the sources it reads at scrape time.
+pub struct Metrics {
+    /// Rebuilt when a reload changes the set of upstreams, so the series of an upstream the
+    /// config no longer names disappear (the exporter never forgets a series by itself).
+    registry: Mutex<Registry>,
+    stats: Arc<Stats>,
+    /// Kept for the life of the process: a reload reconfigures it in place.
+    handler: Arc<Handler>,
+}
+
+/// The current config's upstreams: label and counters, sorted by label.
+type Current = Vec<(String, Arc<UpstreamCounters>, bool)>;
+
+impl Metrics {
+    /// Registers every metric, at 0 for `handler`'s zones and upstreams.
+    pub fn new(handler: Arc<Handler>) -> Metrics {
+        let stats = handler.stats().clone();
+        let current = current(&handler);
+        let registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+        let m = Metrics {
+            registry: Mutex::new(registry),
             stats,
             handler,
         };
-        m.sync();
+        m.sync(&m.registry.lock().recorder, &current);
         m
     }
 
     /// The Prometheus text exposition, with every counter read just now.
     pub fn render(&self) -> String {
-        self.sync();
-        self.handle.run_upkeep();
-        let mut out = self.handle.render();
-        self.render_histograms(&mut out);
+        let current = current(&self.handler);
+        let mut registry = self.registry.lock();
+        if registry.upstreams.len() != current.len()
+            || registry
+                .upstreams
+                .iter()
+                .zip(&current)
+                .any(|(a, (b, ..))| a != b)
+        {
+            *registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+        }
+        self.sync(&registry.recorder, &current);
+        registry.handle.run_upkeep();
+        let mut out = registry.handle.render();
+        drop(registry);
+        render_histograms(&mut out, &current);
         out
-    }
-
-    /// `nodedns_upstream_duration_seconds`, one series per upstream ever configured (like
-    /// the other per-upstream counters, a reload never loses one).
-    fn render_histograms(&self, out: &mut String) {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        let name = "nodedns_upstream_duration_seconds";
-        let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
-        histogram::write_header(out, name, help);
-        for (label, c) in self.stats.upstreams() {
-            let h = c.latency.snapshot();
-            histogram::write_series(out, name, &[("upstream", &label)], &h);
-        }
-    }
-
-    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        counter(&self.recorder, name, labels)
-    }
-
-    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
-        gauge(&self.recorder, name, labels)
     }
 
     /// Copies every source into the registry. Counters go through `absolute`, which never
     /// lowers a value, so a torn read across threads cannot make a counter go backwards.
-    fn sync(&self) {
-        let handler = &self.handler;
-        self.sync_requests();
-        self.sync_stats();
-        let cache = handler.cache();
-        self.gauge("nodedns_cache_entries", &[])
-            .set(cache.len() as f64);
-        self.gauge("nodedns_cache_bytes", &[])
-            .set(cache.bytes() as f64);
-        self.counter("nodedns_cache_evictions_total", &[])
-            .absolute(cache.evictions());
-        for (label, c) in self.stats.upstreams() {
+    fn sync(&self, r: &PrometheusRecorder, current: &Current) {
+        self.sync_requests(r);
+        self.sync_stats(r);
+        let cache = self.handler.cache();
+        gauge(r, "nodedns_cache_entries", &[]).set(cache.len() as f64);
+        gauge(r, "nodedns_cache_bytes", &[]).set(cache.bytes() as f64);
+        counter(r, "nodedns_cache_evictions_total", &[]).absolute(cache.evictions());
+        for (label, c, up) in current {
             let l = label.as_str();
             let udp = c.requests_udp.load(std::sync::atomic::Ordering::Relaxed);
             let tcp = c.requests_tcp.load(std::sync::atomic::Ordering::Relaxed);
             let name = "nodedns_upstream_requests_total";
-            self.counter(name, &[("upstream", l), ("proto", "udp")])
-                .absolute(udp);
-            self.counter(name, &[("upstream", l), ("proto", "tcp")])
-                .absolute(tcp);
+            counter(r, name, &[("upstream", l), ("proto", "udp")]).absolute(udp);
+            counter(r, name, &[("upstream", l), ("proto", "tcp")]).absolute(tcp);
             for kind in ErrorKind::ALL {
-                self.counter(
+                counter(
+                    r,
                     "nodedns_upstream_errors_total",
                     &[("upstream", l), ("kind", kind.label())],
                 )
                 .absolute(c.errors(kind));
             }
-        }
-        for up in handler.upstreams().all() {
-            let value = if up.is_up() { 1.0 } else { 0.0 };
-            self.gauge("nodedns_upstream_up", &[("upstream", &up.label())])
-                .set(value);
+            gauge(r, "nodedns_upstream_up", &[("upstream", l)]).set(f64::from(u8::from(*up)));
         }
     }
 
     /// `nodedns_requests_total`: routed queries by zone, the rest under [`ZONE_UNROUTED`].
     /// Zones are read before the totals: a query is counted in the total before its zone, so
     /// the difference is never negative.
-    fn sync_requests(&self) {
+    fn sync_requests(&self, r: &PrometheusRecorder) {
         let zones = self.stats.zones();
         let counts: Vec<(u64, u64)> = zones
             .iter()
@@ -320,39 +326,34 @@ impl Metrics {
         let (mut routed_udp, mut routed_tcp) = (0u64, 0u64);
         let name = "nodedns_requests_total";
         for ((zone, _), &(udp, tcp)) in zones.iter().zip(&counts) {
-            self.counter(name, &[("proto", "udp"), ("zone", zone)])
-                .absolute(udp);
-            self.counter(name, &[("proto", "tcp"), ("zone", zone)])
-                .absolute(tcp);
+            counter(r, name, &[("proto", "udp"), ("zone", zone)]).absolute(udp);
+            counter(r, name, &[("proto", "tcp"), ("zone", zone)]).absolute(tcp);
             routed_udp = routed_udp.wrapping_add(udp);
             routed_tcp = routed_tcp.wrapping_add(tcp);
         }
-        self.counter(name, &[("proto", "udp"), ("zone", ZONE_UNROUTED)])
+        counter(r, name, &[("proto", "udp"), ("zone", ZONE_UNROUTED)])
             .absolute(total_udp.saturating_sub(routed_udp));
-        self.counter(name, &[("proto", "tcp"), ("zone", ZONE_UNROUTED)])
+        counter(r, name, &[("proto", "tcp"), ("zone", ZONE_UNROUTED)])
             .absolute(total_tcp.saturating_sub(routed_tcp));
     }
 
-    fn sync_stats(&self) {
+    fn sync_stats(&self, r: &PrometheusRecorder) {
         let s = &self.stats;
         let mut other = 0u64;
         for rcode in 0..RCODE_SLOTS as u16 {
             match RCODES.iter().find(|(r, _)| *r == rcode) {
-                Some((_, label)) => self
-                    .counter("nodedns_responses_total", &[("rcode", label)])
+                Some((_, label)) => counter(r, "nodedns_responses_total", &[("rcode", label)])
                     .absolute(s.responses(rcode)),
                 None => other = other.wrapping_add(s.responses(rcode)),
             }
         }
-        self.counter("nodedns_responses_total", &[("rcode", "other")])
-            .absolute(other);
+        counter(r, "nodedns_responses_total", &[("rcode", "other")]).absolute(other);
         for (ty, hot) in [
             ("success", Hot::CacheHitsSuccess),
             ("denial", Hot::CacheHitsDenial),
             ("stale", Hot::CacheHitsStale),
         ] {
-            self.counter("nodedns_cache_hits_total", &[("type", ty)])
-                .absolute(s.get(hot));
+            counter(r, "nodedns_cache_hits_total", &[("type", ty)]).absolute(s.get(hot));
         }
         for (name, hot) in [
             ("nodedns_cache_misses_total", Hot::CacheMisses),
@@ -360,10 +361,10 @@ impl Metrics {
             ("nodedns_coalesced_total", Hot::Coalesced),
             ("nodedns_overload_total", Hot::Overload),
         ] {
-            self.counter(name, &[]).absolute(s.get(hot));
+            counter(r, name, &[]).absolute(s.get(hot));
         }
         for reason in DropReason::ALL {
-            self.counter("nodedns_dropped_total", &[("reason", reason.label())])
+            counter(r, "nodedns_dropped_total", &[("reason", reason.label())])
                 .absolute(s.dropped(reason));
         }
         for (name, c) in [
@@ -371,20 +372,43 @@ impl Metrics {
             ("nodedns_all_upstreams_down_total", &s.all_upstreams_down),
             ("nodedns_spoof_mismatch_total", &s.spoof_mismatches),
         ] {
-            self.counter(name, &[]).absolute(crate::stats::get(c));
+            counter(r, name, &[]).absolute(crate::stats::get(c));
         }
         for (result, c) in [("success", &s.reloads_ok), ("failure", &s.reloads_failed)] {
-            self.counter("nodedns_config_reloads_total", &[("result", result)])
+            counter(r, "nodedns_config_reloads_total", &[("result", result)])
                 .absolute(crate::stats::get(c));
         }
         let loaded = crate::stats::get(&s.last_reload_ok_unix);
         let name = "nodedns_config_last_reload_success_timestamp_seconds";
-        self.gauge(name, &[]).set(loaded as f64);
+        gauge(r, name, &[]).set(loaded as f64);
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        self.gauge("nodedns_inflight", &[])
-            .set(s.inflight.load(relaxed) as f64);
-        self.gauge("nodedns_tcp_connections", &[])
-            .set(s.tcp_connections.load(relaxed) as f64);
+        gauge(r, "nodedns_inflight", &[]).set(s.inflight.load(relaxed) as f64);
+        gauge(r, "nodedns_tcp_connections", &[]).set(s.tcp_connections.load(relaxed) as f64);
+    }
+}
+
+/// The current config's upstreams, sorted by label, with whether each is up.
+fn current(handler: &Handler) -> Current {
+    let mut list: Current = handler
+        .upstreams()
+        .all()
+        .map(|u| (u.label(), u.counters.clone(), u.is_up()))
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list
+}
+
+/// `nodedns_upstream_duration_seconds`, one series per upstream of the current config.
+fn render_histograms(out: &mut String, current: &Current) {
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let name = "nodedns_upstream_duration_seconds";
+    let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
+    histogram::write_header(out, name, help);
+    for (label, c, _) in current {
+        let h = c.latency.snapshot();
+        histogram::write_series(out, name, &[("upstream", label)], &h);
     }
 }
 
