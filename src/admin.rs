@@ -3,8 +3,8 @@
 //! This module owns the admin listener and what each path answers. `/health` is liveness:
 //! 200 while the process serves HTTP at all. `/ready` is what a DaemonSet's readiness probe
 //! (and a rolling update's `maxUnavailable: 0`) waits for: 200 only once the DNS listeners
-//! serve and some upstream has answered since start, and 503 again from the moment shutdown
-//! begins, before the drain, so the node's traffic moves before this process stops reading.
+//! serve and every zone has an upstream that answered (the start-up probes ask without
+//! waiting for client traffic), and 503 again from the moment shutdown begins, before the drain, so the node's traffic moves before this process stops reading.
 //! The listener stays up through the drain and closes with the process.
 
 use std::convert::Infallible;
@@ -22,26 +22,33 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::stats::Stats;
 
 /// Prometheus text exposition format 0.0.4.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How long a connection may take to send its request headers.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What `/ready` depends on, shared with the server's lifecycle.
+/// Why the zones cannot all be served yet (`None`: they can).
+pub type ZoneCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// What `/ready` depends on, shared with the server's lifecycle. Readiness is a latch: once
+/// the listeners serve and every zone has an upstream that answered, the process stays ready
+/// until shutdown begins (an upstream outage later is health's business, not a reason to
+/// take the node's only nameserver out of a rollout's count).
 pub struct Readiness {
     serving: AtomicBool,
     draining: AtomicBool,
-    stats: Arc<Stats>,
+    latched: AtomicBool,
+    zones: ZoneCheck,
 }
 
 impl Readiness {
-    pub fn new(stats: Arc<Stats>) -> Readiness {
+    pub fn new(zones: ZoneCheck) -> Readiness {
         Readiness {
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            stats,
+            latched: AtomicBool::new(false),
+            zones,
         }
     }
 
@@ -56,22 +63,25 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.serving.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && self.stats.any_upstream_answered()
+        self.reason().is_none()
     }
 
-    /// Why not ready, for the 503 body (an operator reads it with curl).
-    fn reason(&self) -> &'static str {
+    /// Why not ready, for the 503 body (an operator reads it with curl); `None` when ready.
+    pub fn reason(&self) -> Option<String> {
         if self.draining.load(Ordering::Relaxed) {
-            "shutting down\n"
-        } else if !self.serving.load(Ordering::Relaxed) {
-            "listeners not serving yet\n"
-        } else if !self.stats.any_upstream_answered() {
-            "no upstream has answered yet\n"
-        } else {
-            "ready\n"
+            return Some("shutting down".to_owned());
         }
+        if !self.serving.load(Ordering::Relaxed) {
+            return Some("listeners not serving yet".to_owned());
+        }
+        if self.latched.load(Ordering::Relaxed) {
+            return None;
+        }
+        let why = (self.zones)();
+        if why.is_none() {
+            self.latched.store(true, Ordering::Relaxed);
+        }
+        why
     }
 }
 
@@ -136,8 +146,10 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Resp
             r
         }
         "/health" => text(StatusCode::OK, "ok\n"),
-        "/ready" if ready.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, ready.reason()),
+        "/ready" => match ready.reason() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /health, /ready\n",
@@ -145,8 +157,8 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Resp
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -102,6 +102,8 @@ impl Server {
             restore(&handler, path);
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
+        let zones = handler.clone();
+        let ready = Arc::new(Readiness::new(Box::new(move || zones.unanswered_zone())));
         Ok(Server {
             metrics: Arc::new(Metrics::new(handler.clone())),
             handler,
@@ -113,7 +115,7 @@ impl Server {
             requests: mpsc::channel(4),
             local: Arc::new(Mutex::new(local)),
             worker_rts: Vec::new(),
-            ready: Arc::new(Readiness::new(stats)),
+            ready,
             admin,
         })
     }
@@ -170,6 +172,9 @@ impl Server {
             let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
             tokio::spawn(admin::serve(l, m, r, s));
         }
+        // Readiness waits for every zone's upstreams to answer; ask them now rather than
+        // waiting for a client's miss (an idle node may never send one).
+        self.handler.upstreams().probe_unanswered();
         self.ready.set_serving();
         tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
         let mut fingerprint = self.fingerprint();
@@ -329,6 +334,7 @@ impl Server {
             .filter_map(|a| running.get(a).map(|r| r.0))
             .collect();
         self.handler.reconfigure(&self.current);
+        self.handler.upstreams().probe_unanswered();
         Ok(())
     }
 }

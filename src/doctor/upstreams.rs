@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::RecordType;
 use tokio::task::JoinHandle;
 
 use super::probe::{self, Outcome, Question, Transport, exchange, ms};
@@ -70,7 +69,8 @@ pub async fn check(zones: &[Zone], names: &[Question], wait: Duration) -> Findin
     }
     let mut pending = Vec::new();
     for zone in zones {
-        let Some(apex) = Question::internet(&zone.name, RecordType::NS) else {
+        // The question nodedns's own health probes ask, so the two agree on up and down.
+        let Some(apex) = Question::internet(&zone.probe.name, zone.probe.qtype) else {
             continue;
         };
         for &upstream in &zone.upstreams {
@@ -158,11 +158,19 @@ fn reference(upstream: SocketAddr, outcome: &Outcome) -> Option<Reference> {
     })
 }
 
-/// Reachability: any answer but SERVFAIL or REFUSED shows the upstream serves this node.
+/// Reachability, as nodedns's health sees it: any well-formed reply is alive. SERVFAIL or
+/// REFUSED to the probe is a warning: the upstream is up, but the probe does not show that
+/// it serves this zone for this node.
 pub fn reach_verdict(check: String, outcome: &Outcome) -> Verdict {
     match outcome {
         Outcome::Reply { rtt, message } => match failed_rcode(message, *rtt) {
-            Some((evidence, fix)) => Verdict::fail(check, evidence, fix),
+            Some((evidence, fix)) => Verdict::warn(
+                check,
+                format!("up (it answers), but {evidence}"),
+                format!(
+                    "{fix}; if it serves only some names, set the zone's `probe` to one it answers"
+                ),
+            ),
             None => Verdict::ok(
                 check,
                 format!(

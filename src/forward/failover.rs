@@ -5,7 +5,8 @@
 //! overall deadline: a late answer is as good as any (it also clears that upstream's failure
 //! count), and a resolver that takes 300 ms to recurse for a name is not cut off by an
 //! attempt timeout computed from its 1 ms cache hits. An error (network error, REFUSED,
-//! FORMERR, NOTIMP) starts the next attempt at once. A SERVFAIL is kept and one more
+//! FORMERR, NOTIMP) starts the next attempt at once; only the network error counts against
+//! the upstream's health. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 
 use std::pin::pin;
@@ -243,18 +244,23 @@ pub fn judge(
         reply,
         upstream: up.addr,
     };
-    match wire::Header::parse(&forwarded.reply).map(|h| h.rcode()) {
-        Some(wire::rcode::REFUSED | wire::rcode::FORMERR | wire::rcode::NOTIMP) | None => {
-            up.failure(ErrorKind::Rcode);
-            Verdict::Failed
-        }
-        Some(wire::rcode::SERVFAIL) => {
+    let Some(rcode) = wire::Header::parse(&forwarded.reply).map(|h| h.rcode()) else {
+        // Shorter than a header: not an answer, but not a sign of unreachability either.
+        up.failure(ErrorKind::FormErr);
+        return Verdict::Failed;
+    };
+    // A well-formed reply, whatever its rcode: the upstream is reachable (health is
+    // reachability; an rcode speaks of this query only).
+    up.reached(rtt);
+    match ErrorKind::of_rcode(rcode) {
+        None => Verdict::Answer(forwarded),
+        Some(ErrorKind::ServFail) => {
             up.failure(ErrorKind::ServFail);
             Verdict::ServFail(forwarded)
         }
-        Some(_) => {
-            up.success(rtt);
-            Verdict::Answer(forwarded)
+        Some(kind) => {
+            up.failure(kind);
+            Verdict::Failed
         }
     }
 }

@@ -107,17 +107,22 @@ impl UpstreamSet {
             .map(|&addr| {
                 self.by_addr
                     .entry((addr, zone.transport))
-                    .or_insert_with(|| match self.previous.get(&(addr, zone.transport)) {
-                        Some(old) => {
-                            old.set_settings(self.settings.clone());
-                            old.clone()
-                        }
-                        None => Arc::new(Upstream::new(
-                            addr,
-                            zone.transport,
-                            self.settings.clone(),
-                            self.stats.clone(),
-                        )),
+                    .or_insert_with(|| {
+                        let up = match self.previous.get(&(addr, zone.transport)) {
+                            Some(old) => {
+                                old.set_settings(self.settings.clone());
+                                old.clone()
+                            }
+                            None => Arc::new(Upstream::new(
+                                addr,
+                                zone.transport,
+                                self.settings.clone(),
+                                self.stats.clone(),
+                            )),
+                        };
+                        // The first zone that names an upstream sets what it is probed with.
+                        up.set_probe(&zone.probe);
+                        up
                     })
                     .clone()
             })
@@ -128,6 +133,14 @@ impl UpstreamSet {
     /// Every distinct upstream, for metrics.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.by_addr.values()
+    }
+
+    /// Probes every upstream that has not answered yet (at start and after a reload), so
+    /// health and readiness are known without client traffic. Must run inside a runtime.
+    pub fn probe_unanswered(&self) {
+        for up in self.by_addr.values() {
+            up.probe_until_answered();
+        }
     }
 }
 

@@ -1,11 +1,16 @@
 //! One upstream resolver: its address, smoothed RTT, health state and counters.
 //!
-//! Health is passive: consecutive failures (timeout, network error, REFUSED, FORMERR, NOTIMP)
-//! mark an upstream down after `down_after` of them. While down, one probe task at a time
-//! asks it `. NS` on a backing-off interval and marks it up on a usable answer. SERVFAIL
-//! does not count: broken domains legitimately SERVFAIL, and a healthy resolver must not be
-//! taken out of service for them.
-
+//! Health is reachability. Only timeouts and transport errors (ICMP unreachable, TCP refused
+//! or reset) count as failures, and `down_after` of them in a row mark an upstream down. The
+//! rcode of a well-formed answer never does: REFUSED, FORMERR, NOTIMP and SERVFAIL move that
+//! one query to the next upstream and are counted, but a resolver that serves only its own
+//! zones, or has a DNS firewall, is still there. Any well-formed reply, to a client query or to
+//! a probe, brings a down upstream back up at once.
+//!
+//! One probe task at a time per upstream asks the zone's probe question (the apex `SOA`, `. NS`
+//! for the root, or the zone's `probe`): at start until the upstream has answered once (what
+//! readiness waits for), and while it is down, on an interval backing off from
+//! `probe_interval` to `probe_max_interval`.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -15,7 +20,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::config::Transport;
+use crate::config::{Probe, Transport};
 use crate::stats::{LatencyHistogram, Stats};
 use crate::wire;
 
@@ -25,18 +30,27 @@ use super::{ExchangeError, Settings, tcp::TcpPool};
 /// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// No reply in time: counts toward marking the upstream down.
     Timeout,
+    /// A transport error (ICMP unreachable, TCP refused or reset): counts toward down.
     Network,
-    /// REFUSED, FORMERR or NOTIMP: the upstream will not answer this.
-    Rcode,
+    /// The upstream answered REFUSED to this query.
+    Refused,
+    /// The upstream answered FORMERR, or a reply too short to have a header.
+    FormErr,
+    /// The upstream answered NOTIMP.
+    NotImp,
+    /// The upstream answered SERVFAIL.
     ServFail,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
+    pub const ALL: [ErrorKind; 6] = [
         ErrorKind::Timeout,
         ErrorKind::Network,
-        ErrorKind::Rcode,
+        ErrorKind::Refused,
+        ErrorKind::FormErr,
+        ErrorKind::NotImp,
         ErrorKind::ServFail,
     ];
 
@@ -44,8 +58,27 @@ impl ErrorKind {
         match self {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Network => "network",
-            ErrorKind::Rcode => "refused",
+            ErrorKind::Refused => "refused",
+            ErrorKind::FormErr => "formerr",
+            ErrorKind::NotImp => "notimp",
             ErrorKind::ServFail => "servfail",
+        }
+    }
+
+    /// Whether this says the upstream cannot be reached (and so counts toward down), as
+    /// opposed to an answer it gave.
+    pub fn is_unreachable(self) -> bool {
+        matches!(self, ErrorKind::Timeout | ErrorKind::Network)
+    }
+
+    /// The kind an error rcode is counted as; `None` for an rcode that is an answer.
+    pub fn of_rcode(rcode: u16) -> Option<ErrorKind> {
+        match rcode {
+            wire::rcode::REFUSED => Some(ErrorKind::Refused),
+            wire::rcode::FORMERR => Some(ErrorKind::FormErr),
+            wire::rcode::NOTIMP => Some(ErrorKind::NotImp),
+            wire::rcode::SERVFAIL => Some(ErrorKind::ServFail),
+            _ => None,
         }
     }
 }
@@ -72,8 +105,13 @@ impl UpstreamCounters {
 #[derive(Debug, Default)]
 struct Health {
     srtt: Option<Duration>,
+    /// Timeouts and transport errors in a row.
     failures: u32,
     down: bool,
+    /// Some well-formed reply has arrived since this upstream was created.
+    answered: bool,
+    /// A probe task runs (at most one per upstream).
+    probing: bool,
 }
 
 /// One upstream, shared by every zone that names the same address and transport.
@@ -87,7 +125,11 @@ pub struct Upstream {
     udp: UdpPool,
     /// Swapped by a config reload; health and connections stay.
     settings: ArcSwap<Settings>,
-    stats: Arc<Stats>,
+    /// The probe question in upstream form; set by the first zone that names this upstream.
+    probe: ArcSwap<Vec<u8>>,
+    /// Restarts a running probe's schedule: marked down while the start-up probe was backing
+    /// off, it should be asked again after `probe_interval`, not after its long back-off.
+    probe_restart: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -104,9 +146,10 @@ impl Upstream {
             counters: stats.upstream(&label),
             health: Mutex::new(Health::default()),
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
-            udp: UdpPool::new(addr, stats.clone()),
+            udp: UdpPool::new(addr, stats),
             settings: ArcSwap::new(settings),
-            stats,
+            probe: ArcSwap::from_pointee(probe_query(&Probe::apex("."))),
+            probe_restart: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -115,8 +158,19 @@ impl Upstream {
         self.settings.store(settings);
     }
 
+    /// Sets the question probes ask.
+    pub fn set_probe(&self, probe: &Probe) {
+        self.probe.store(Arc::new(probe_query(probe)));
+    }
+
     pub fn is_up(&self) -> bool {
         !self.health.lock().down
+    }
+
+    /// Whether any well-formed reply has come from this upstream since it was configured:
+    /// what readiness waits for.
+    pub fn has_answered(&self) -> bool {
+        self.health.lock().answered
     }
 
     /// Smoothed RTT, when any reply has been seen.
@@ -144,9 +198,9 @@ impl Upstream {
         self.counters.latency.record(rtt);
     }
 
-    /// Records a usable answer after `rtt`.
-    pub fn success(&self, rtt: Duration) {
-        self.stats.upstream_answered();
+    /// Records a well-formed reply after `rtt`, whatever its rcode: the upstream is
+    /// reachable. A down upstream is up again from here.
+    pub fn reached(&self, rtt: Duration) {
         let mut h = self.health.lock();
         // EWMA with gain 1/8, as TCP's SRTT (RFC 6298 §2).
         h.srtt = Some(match h.srtt {
@@ -154,13 +208,19 @@ impl Upstream {
             None => rtt,
         });
         h.failures = 0;
+        h.answered = true;
+        if h.down {
+            h.down = false;
+            drop(h);
+            tracing::info!(upstream = %self.addr, "upstream marked up: it answered");
+        }
     }
 
-    /// Records a failed attempt; the `down_after`-th in a row marks the upstream down and
-    /// starts its probe.
+    /// Records a failed attempt. Only timeouts and transport errors count toward health: the
+    /// `down_after`-th in a row marks the upstream down and starts its probe.
     pub fn failure(self: &Arc<Self>, kind: ErrorKind) {
         self.counters.error(kind);
-        if kind == ErrorKind::ServFail {
+        if !kind.is_unreachable() {
             return;
         }
         let mut h = self.health.lock();
@@ -170,17 +230,38 @@ impl Upstream {
             return;
         }
         h.down = true;
+        let spawn = !std::mem::replace(&mut h.probing, true);
         drop(h);
-        tracing::warn!(upstream = %self.addr, "upstream marked down after {down_after} consecutive failures");
-        tokio::spawn(probe(Arc::downgrade(self)));
+        tracing::warn!(upstream = %self.addr, "upstream marked down after {down_after} timeouts or network errors in a row");
+        if spawn {
+            let interval = self.settings.load().probe_interval;
+            tokio::spawn(probe(Arc::downgrade(self), interval));
+        } else {
+            self.probe_restart.notify_one();
+        }
     }
 
-    fn mark_up(&self) {
+    /// Probes this upstream now unless it has answered before and is up, or a probe already
+    /// runs: at start and after a reload, so readiness needs no client traffic.
+    pub fn probe_until_answered(self: &Arc<Self>) {
         let mut h = self.health.lock();
-        h.down = false;
-        h.failures = 0;
+        if (h.answered && !h.down) || h.probing {
+            return;
+        }
+        h.probing = true;
         drop(h);
-        tracing::info!(upstream = %self.addr, "upstream marked up: probe answered");
+        tokio::spawn(probe(Arc::downgrade(self), Duration::ZERO));
+    }
+
+    /// Ends a probe task if its work is done: the upstream has answered and is up. Checked
+    /// under the health lock, so a `failure` that marks it down after this starts a new one.
+    fn probe_done(&self) -> bool {
+        let mut h = self.health.lock();
+        let done = h.answered && !h.down;
+        if done {
+            h.probing = false;
+        }
+        done
     }
 
     /// One exchange on this upstream's transport, started at `now`, retrying a truncated
@@ -238,43 +319,133 @@ fn label(addr: SocketAddr, transport: Transport) -> String {
     }
 }
 
-/// Asks a down upstream `. NS` until it answers usefully, backing off from `probe_interval`
-/// to `probe_max_interval`. Ends when the upstream is up again or has been dropped (a reload
-/// removed it).
-async fn probe(upstream: Weak<Upstream>) {
-    let Some(first) = upstream.upgrade() else {
-        return;
-    };
-    let settings = first.settings.load_full();
-    let (mut interval, max) = (settings.probe_interval, settings.probe_max_interval);
-    drop(first);
-    let query = probe_query();
+/// Asks `upstream` its probe question after `first`, then on an interval backing off from
+/// `probe_interval` to `probe_max_interval`, until it has answered and is up. Any well-formed
+/// reply counts (marking it up); a probe that gets none is not counted as a failure, so an
+/// idle node's probes never take an upstream down by themselves. Ends early if the upstream
+/// was dropped (a reload removed it).
+async fn probe(upstream: Weak<Upstream>, first: Duration) {
+    let mut delay = first;
+    let mut interval: Option<Duration> = None;
     loop {
-        tokio::time::sleep(interval).await;
-        let Some(up) = upstream.upgrade() else { return };
-        let started = Instant::now();
-        let deadline = started + up.settings.load().max_attempt_timeout;
-        if let Ok(reply) = up.exchange(&query, Some(deadline), started).await {
-            let rcode = wire::Header::parse(&reply).map(|h| h.rcode());
-            if !matches!(
-                rcode,
-                None | Some(wire::rcode::SERVFAIL | wire::rcode::REFUSED)
-            ) {
-                up.success(started.elapsed());
-                up.mark_up();
-                return;
+        let restarted = match upstream.upgrade() {
+            Some(up) => {
+                // Not holding the upstream while asleep: a reload that removes it ends this.
+                let restart = up.probe_restart.clone();
+                drop(up);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => false,
+                    () = restart.notified() => true,
+                }
             }
+            None => return,
+        };
+        if restarted {
+            // Marked down meanwhile: start the back-off again from `probe_interval`.
+            interval = None;
+            delay = match upstream.upgrade() {
+                Some(up) => up.settings.load().probe_interval,
+                None => return,
+            };
+            continue;
         }
-        interval = (interval * 2).min(max);
+        let Some(up) = upstream.upgrade() else { return };
+        if up.probe_done() {
+            return;
+        }
+        let settings = up.settings.load_full();
+        let query = up.probe.load_full();
+        let started = Instant::now();
+        let deadline = started + settings.max_attempt_timeout;
+        match up.exchange(&query, Some(deadline), started).await {
+            Ok(reply) if wire::Header::parse(&reply).is_some() => {
+                up.reached(started.elapsed());
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(upstream = %up.addr, error = %e, "probe got no reply"),
+        }
+        let next = match interval {
+            None => settings.probe_interval,
+            Some(i) => (i * 2).min(settings.probe_max_interval),
+        };
+        interval = Some(next);
+        delay = next;
     }
 }
 
-/// `. NS IN` with RD set, in the form every upstream query has (our OPT).
-fn probe_query() -> Vec<u8> {
-    const PROBE: [u8; 17] = [0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+/// The probe question with RD set, in the form every upstream query has (our OPT).
+fn probe_query(probe: &Probe) -> Vec<u8> {
+    let mut packet = vec![0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    packet.extend(crate::zones::to_wire(&probe.name).unwrap_or_else(|| vec![0]));
+    packet.extend(u16::from(probe.qtype).to_be_bytes());
+    packet.extend(1u16.to_be_bytes());
     let mut out = Vec::new();
-    if let Ok(q) = wire::parse_query(&PROBE) {
+    if let Ok(q) = wire::parse_query(&packet) {
         wire::build_upstream_query(&q, 0, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Arc<Upstream> {
+        let text = "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\n";
+        let cfg = crate::config::parse_str(text, "t").unwrap();
+        let stats = Arc::new(Stats::default());
+        let addr = "127.0.0.1:9".parse().unwrap();
+        Arc::new(Upstream::new(
+            addr,
+            Transport::Udp,
+            Arc::new(cfg.forward),
+            stats,
+        ))
+    }
+
+    #[tokio::test]
+    async fn answers_with_any_rcode_never_take_it_down() {
+        let up = upstream();
+        for kind in [
+            ErrorKind::Refused,
+            ErrorKind::FormErr,
+            ErrorKind::NotImp,
+            ErrorKind::ServFail,
+        ] {
+            for _ in 0..10 {
+                up.failure(kind);
+            }
+            assert!(up.is_up(), "{kind:?}");
+            assert_eq!(up.counters.errors(kind), 10);
+        }
+    }
+
+    #[tokio::test]
+    async fn timeouts_in_a_row_take_it_down_and_any_reply_brings_it_back() {
+        let up = upstream();
+        up.failure(ErrorKind::Timeout);
+        up.failure(ErrorKind::Network);
+        // A reply in between resets the count: not three in a row.
+        up.reached(Duration::from_millis(1));
+        up.failure(ErrorKind::Timeout);
+        up.failure(ErrorKind::Timeout);
+        assert!(up.is_up());
+        up.failure(ErrorKind::Timeout);
+        assert!(!up.is_up());
+        up.reached(Duration::from_millis(1));
+        assert!(up.is_up() && up.has_answered());
+    }
+
+    #[test]
+    fn the_probe_asks_the_zone_question_with_rd() {
+        let probe = crate::config::parse_probe("kubernetes.default.svc.cluster.local. A").unwrap();
+        let q = probe_query(&probe);
+        let parsed = wire::parse_query(&q).unwrap();
+        assert_eq!(parsed.qtype, 1);
+        assert!(wire::Header::parse(&q).unwrap().rd());
+        let apex = probe_query(&Probe::apex("."));
+        assert_eq!(wire::parse_query(&apex).unwrap().qtype, 2);
+    }
 }

@@ -98,6 +98,8 @@ enum Outcome {
 /// config or the new one, never a mix.
 struct Routing {
     zones: ZoneTable<Arc<Zone>>,
+    /// The same zones by name, in config order, for readiness.
+    listed: Vec<(String, Arc<Zone>)>,
     forwarder: Forwarder,
     udp_cap: u16,
     stale_client_timeout: Duration,
@@ -108,16 +110,19 @@ struct Routing {
 impl Routing {
     fn build(cfg: &Config, upstreams: &mut UpstreamSet, stats: &Arc<Stats>) -> Routing {
         let mut zones = ZoneTable::new();
+        let mut listed = Vec::new();
         for z in &cfg.zones {
-            let zone = Zone {
+            let zone = Arc::new(Zone {
                 upstreams: upstreams.zone(z),
                 ttl: ttl_policy(&z.cache),
                 requests: stats.zone(&z.name),
-            };
-            zones.insert(&z.name, Arc::new(zone));
+            });
+            zones.insert(&z.name, zone.clone());
+            listed.push((z.name.clone(), zone));
         }
         Routing {
             zones,
+            listed,
             forwarder: Forwarder::new(cfg.forward.clone(), stats.clone()),
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
@@ -178,6 +183,22 @@ impl Handler {
     /// Every upstream of the current config.
     pub fn upstreams(&self) -> parking_lot::MutexGuard<'_, UpstreamSet> {
         self.upstreams.lock()
+    }
+
+    /// Why the current config cannot serve every zone yet: the first zone none of whose
+    /// upstreams has answered (a probe or a query) since it was configured; `None` when every
+    /// zone has one.
+    pub fn unanswered_zone(&self) -> Option<String> {
+        let routing = self.routing.load();
+        let (name, zone) = routing
+            .listed
+            .iter()
+            .find(|(_, z)| !z.upstreams.upstreams.iter().any(|u| u.has_answered()))?;
+        let tried: Vec<String> = zone.upstreams.upstreams.iter().map(|u| u.label()).collect();
+        Some(format!(
+            "zone {name}: no upstream has answered yet ({})",
+            tried.join(", ")
+        ))
     }
 
     /// Answers what can be answered without waiting: malformed queries and fresh cache hits.

@@ -17,7 +17,7 @@
 mod histogram;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -129,8 +129,6 @@ pub struct Stats {
     /// Unix time of the last config load that succeeded (start-up counts).
     pub last_reload_ok_unix: AtomicU64,
     pub tcp_connections: AtomicI64,
-    /// Set once any upstream has given a usable answer: part of readiness.
-    upstream_answered: AtomicBool,
 }
 
 impl Default for Stats {
@@ -147,7 +145,6 @@ impl Default for Stats {
             reloads_failed: AtomicU64::new(0),
             last_reload_ok_unix: AtomicU64::new(0),
             tcp_connections: AtomicI64::new(0),
-            upstream_answered: AtomicBool::new(false),
         }
     }
 }
@@ -222,18 +219,6 @@ impl Stats {
     /// Every upstream's counters, in the order they were first configured.
     pub fn upstreams(&self) -> Vec<(String, Arc<UpstreamCounters>)> {
         self.upstreams.lock().clone()
-    }
-
-    /// Records that an upstream answered usefully (cheap to call on every answer).
-    pub fn upstream_answered(&self) {
-        if !self.upstream_answered.load(Ordering::Relaxed) {
-            self.upstream_answered.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether any upstream has answered usefully since start.
-    pub fn any_upstream_answered(&self) -> bool {
-        self.upstream_answered.load(Ordering::Relaxed)
     }
 }
 

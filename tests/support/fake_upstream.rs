@@ -104,6 +104,18 @@ impl Scripted {
             other => other.clone(),
         }
     }
+
+    /// What a health probe meets: the upstream's state (dropping, slow, an rcode, garbage),
+    /// without using up a `FailFirst` or a forgery meant for a client query.
+    fn peek(&self) -> Behavior {
+        match &self.behavior {
+            Behavior::FailFirst(..)
+            | Behavior::WrongIdFirst
+            | Behavior::WrongQuestionFirst
+            | Behavior::OtherSourceFirst => Behavior::Answer,
+            other => other.clone(),
+        }
+    }
 }
 
 /// State shared between the handle and the serving tasks.
@@ -115,6 +127,8 @@ struct Shared {
     udp_queries: AtomicUsize,
     tcp_queries: AtomicUsize,
     tcp_connections: AtomicUsize,
+    /// Health probes received (see [`is_probe`]), over either transport.
+    probes: AtomicUsize,
     server_payload: AtomicU16,
 }
 
@@ -125,22 +139,41 @@ impl Shared {
             Proto::Udp => &self.udp_queries,
             Proto::Tcp => &self.tcp_queries,
         };
-        counter.fetch_add(1, Ordering::SeqCst);
         let query = match reply::Query::parse(raw) {
             Ok(query) => query,
-            Err(reply) => return reply.into_iter().map(now).collect(),
+            Err(reply) => {
+                counter.fetch_add(1, Ordering::SeqCst);
+                return reply.into_iter().map(now).collect();
+            }
         };
-        self.seen.lock().push(seen(&query, proto, from));
+        let probe = is_probe(&query);
+        if probe {
+            // nodedns's health probes are not client traffic: counted apart, so tests that
+            // count what clients caused are not raced by them.
+            self.probes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            counter.fetch_add(1, Ordering::SeqCst);
+            self.seen.lock().push(seen(&query, proto, from));
+        }
         let behavior = {
             let mut per_name = self.per_name.lock();
             match per_name.get_mut(&zone::key(query.qname())) {
                 Some(scripted) => scripted.next(),
+                // A probe meets the upstream's state (dropping, slow, an rcode) but does not
+                // use up a `FailFirst` meant for client queries.
+                None if probe => self.global.lock().peek(),
                 None => self.global.lock().next(),
             }
         };
         let payload = self.server_payload.load(Ordering::SeqCst);
         reply::plan(&self.zone.lock(), &query, proto, &behavior, payload)
     }
+}
+
+/// Whether `query` has the shape of nodedns's default health probe: a zone apex `SOA`, or
+/// `. NS`. Tests that need such a query as client traffic must use another shape.
+fn is_probe(query: &reply::Query) -> bool {
+    query.qtype() == RecordType::SOA || (query.qname().is_root() && query.qtype() == RecordType::NS)
 }
 
 fn now(bytes: Vec<u8>) -> reply::Send {
@@ -196,6 +229,7 @@ impl FakeUpstream {
             udp_queries: AtomicUsize::new(0),
             tcp_queries: AtomicUsize::new(0),
             tcp_connections: AtomicUsize::new(0),
+            probes: AtomicUsize::new(0),
             server_payload: AtomicU16::new(1232),
         });
         let (udp, tcp) = serve::bind_pair(ip, at.port()).await;
@@ -318,12 +352,17 @@ impl FakeUpstream {
 
     // ---- inspection ----
 
-    /// Datagrams received on UDP (including unparseable ones).
+    /// Health probes received (a zone apex `SOA` or `. NS`), not counted anywhere else.
+    pub fn probes(&self) -> usize {
+        self.shared.probes.load(Ordering::SeqCst)
+    }
+
+    /// Datagrams received on UDP (including unparseable ones), health probes not included.
     pub fn udp_queries(&self) -> usize {
         self.shared.udp_queries.load(Ordering::SeqCst)
     }
 
-    /// Frames received over TCP (including unparseable ones).
+    /// Frames received over TCP (including unparseable ones), health probes not included.
     pub fn tcp_queries(&self) -> usize {
         self.shared.tcp_queries.load(Ordering::SeqCst)
     }
@@ -352,6 +391,7 @@ impl FakeUpstream {
         self.shared.udp_queries.store(0, Ordering::SeqCst);
         self.shared.tcp_queries.store(0, Ordering::SeqCst);
         self.shared.tcp_connections.store(0, Ordering::SeqCst);
+        self.shared.probes.store(0, Ordering::SeqCst);
         self.shared.seen.lock().clear();
     }
 }

@@ -92,6 +92,20 @@ impl Nodedns {
         Nodedns::start(&config(&zone(".", upstreams, extra))).await
     }
 
+    /// Waits (up to 10 s of real time) until every zone has an upstream that answered its
+    /// start-up probe, so a test that counts upstream traffic or connections starts after it.
+    pub async fn probed(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while self.handler.unanswered_zone().is_some() {
+            assert!(
+                std::time::Instant::now() < until,
+                "start-up probes unanswered: {:?}",
+                self.handler.unanswered_zone()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     pub fn stats(&self) -> &Stats {
         self.handler.stats()
     }
