@@ -208,8 +208,10 @@ async fn spoofed_replies_are_ignored_and_the_genuine_answer_served() {
     }
 }
 
-/// A primary and a secondary upstream behaving as told, nodedns asking them in that order,
-/// and how long a first query for the registry took and what it got.
+/// A primary and a secondary upstream behaving as told, nodedns asking them in that order
+/// with a 100 ms first attempt timeout, two attempts and a 3 s deadline, and how long a first query for the
+/// registry took and what it got. The two are far apart, so a bound between them can have 5x
+/// headroom on a busy machine.
 async fn sequential_pair(
     primary: Behavior,
     secondary: Behavior,
@@ -220,7 +222,11 @@ async fn sequential_pair(
     );
     p.set_behavior(primary);
     s.set_behavior(secondary);
-    let ns = Nodedns::forwarding_to(&[p.addr(), s.addr()], "policy = \"sequential\"").await;
+    let toml = config(&format!(
+        "[forward]\nattempts = 2\ninitial_attempt_timeout = \"100ms\"\ndeadline = \"3s\"\n{}",
+        zone(".", &[p.addr(), s.addr()], "policy = \"sequential\"")
+    ));
+    let ns = Nodedns::start(&toml).await;
     let started = Instant::now();
     let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
         .await
@@ -230,20 +236,20 @@ async fn sequential_pair(
 
 #[tokio::test]
 async fn failover_answers_from_secondary_within_one_attempt_timeout() {
-    let (primary, secondary, _ns, took, r) =
-        sequential_pair(Behavior::Drop, Behavior::Answer).await;
+    let (primary, secondary, ns, took, r) = sequential_pair(Behavior::Drop, Behavior::Answer).await;
     assert_eq!(answer_a(&r), vec![REGISTRY]);
     assert_eq!(primary.queries_for("registry.example.test."), 1);
     assert_eq!(secondary.queries_for("registry.example.test."), 1);
-    // The initial attempt timeout is 500 ms.
-    assert!(took < Duration::from_millis(900), "took {took:?}");
+    // Moved on at the 100 ms attempt timeout, not at the 3 s deadline.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(ns.stats().failovers.load(Relaxed), 1);
 }
 
 /// The attempt timeout moves on to the next upstream without giving up on the slow one: its
 /// answer, arriving after the timeout, is served when nothing better comes.
 #[tokio::test]
 async fn a_slow_primary_still_answers_after_failover_to_a_silent_secondary() {
-    let slow = Behavior::Delay(Duration::from_millis(800));
+    let slow = Behavior::Delay(Duration::from_millis(300));
     let (primary, secondary, ns, took, r) = sequential_pair(slow, Behavior::Drop).await;
     assert_eq!(answer_a(&r), vec![REGISTRY]);
     assert_eq!(
@@ -256,16 +262,17 @@ async fn a_slow_primary_still_answers_after_failover_to_a_silent_secondary() {
         1,
         "failed over"
     );
-    // After the 500 ms attempt timeout, before the 2 s deadline.
-    assert!(took >= Duration::from_millis(750), "took {took:?}");
-    assert!(took < Duration::from_millis(1900), "took {took:?}");
-    // Cached: the next client is answered at once.
-    let started = Instant::now();
+    // The slow answer itself (an answer, not the deadline's SERVFAIL), after the secondary
+    // was asked at the 100 ms attempt timeout.
+    assert!(took >= Duration::from_millis(290), "took {took:?}");
+    assert_eq!(ns.stats().failovers.load(Relaxed), 1);
+    // Cached: the next client is answered without asking anyone.
     let r = client::query_udp(ns.addr, "registry.example.test", RecordType::A, None)
         .await
         .unwrap();
     assert_eq!(answer_a(&r), vec![REGISTRY]);
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(primary.queries_for("registry.example.test."), 1);
+    assert_eq!(secondary.queries_for("registry.example.test."), 1);
     assert_eq!(
         ns.handler
             .stats()
@@ -277,12 +284,9 @@ async fn a_slow_primary_still_answers_after_failover_to_a_silent_secondary() {
 
 #[tokio::test]
 async fn down_primary_gets_no_queries_until_its_probe_succeeds() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("nodedns=debug")
-        .try_init();
     let mut primary = FakeUpstream::start().await;
     let secondary = FakeUpstream::start().await;
-    for i in 0..12 {
+    for i in 0..40 {
         primary.add_a(&format!("n{i}.example.test."), REGISTRY, 300);
         secondary.add_a(&format!("n{i}.example.test."), REGISTRY, 300);
     }
@@ -327,8 +331,8 @@ async fn down_primary_gets_no_queries_until_its_probe_succeeds() {
     // Once the primary answers its probe, it is first again.
     primary.set_behavior(Behavior::Answer);
     let mut back = false;
-    for i in 8..12 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for i in 8..40 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let name = format!("n{i}.example.test");
         client::query_udp(ns.addr, &name, RecordType::A, None)
             .await
@@ -352,7 +356,8 @@ async fn all_upstreams_down_gives_servfail_within_the_deadline() {
     a.stop().await;
     b.set_behavior(Behavior::Drop);
     let toml = config(&format!(
-        "[forward]\ndeadline = \"1s\"\n[cache]\nstale_max = \"0s\"\n{}",
+        "[forward]\ndeadline = \"400ms\"\ninitial_attempt_timeout = \"100ms\"\n\
+         [cache]\nstale_max = \"0s\"\n{}",
         zone(".", &[a.addr(), b.addr()], "")
     ));
     let ns = Nodedns::start(&toml).await;
@@ -361,8 +366,9 @@ async fn all_upstreams_down_gives_servfail_within_the_deadline() {
         .await
         .unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    // The 400 ms deadline, with 5x headroom for a busy machine.
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );

@@ -38,9 +38,10 @@ const CONFIG: &str = r#"
 addresses = ["169.254.20.10:53"]
 [cache]
 stale_max = "1h"
+stale_client_timeout = "400ms"
 [forward]
 attempts = 3
-deadline = "2s"
+deadline = "600ms"
 [[zones]]
 name = "."
 upstreams = ["198.18.1.251:53", "198.18.1.252:53"]
@@ -337,8 +338,10 @@ fn failover_loses_no_lookup_when_primary_dies() {
         "lost lookups: {:?}",
         loop_report.lost
     );
+    // Well under glibc's own 5 s retry timer (a lookup that needed it would show), and 5x
+    // the few hundred milliseconds failover takes on a busy machine.
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(2),
         "a lookup after the first took {worst:?}\n{}",
         net.logs()
     );
@@ -359,6 +362,7 @@ fn serves_stale_when_all_underlay_resolvers_are_down() {
     net.kill_resolver(1);
     let stale = getent(&net.pod, "short.example.test.");
     assert_resolves(&stale, "short.example.test (stale)", &[SHORT_V4.into()]);
+    // Served after the 400 ms `stale_client_timeout`: 5x headroom, and under glibc's 5 s retry.
     assert!(stale.outcome.elapsed < Duration::from_secs(3), "{stale:?}");
     let answer = dig(&net.pod, None, "short.example.test", "A", Transport::Udp);
     assert!(answer.is("NOERROR"), "{answer:?}");
@@ -387,6 +391,7 @@ fn new_names_fail_fast_with_servfail_when_all_underlay_resolvers_are_down() {
         let name = format!("gone{i}.wild.example.test");
         let answer = dig(&net.pod, None, &name, "A", Transport::Udp);
         assert!(answer.is("SERVFAIL"), "{name}: {answer:?}");
+        // The 600 ms deadline, with 5x headroom; a client would otherwise wait for its own.
         assert!(
             answer.outcome.elapsed < Duration::from_secs(3),
             "{name}: {answer:?}"
