@@ -168,11 +168,13 @@ fn raise_nofile(want: u64) -> bool {
 
 /// Opens `n` TCP connections to `addr` that never send a byte. Non-blocking: a connection
 /// the server leaves in (or drops from) its backlog stays pending without blocking the test.
+/// Closing one resets it, so no TIME_WAIT keeps its port from tests that run next.
 fn open_idle(addr: SocketAddr, n: usize) -> Vec<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     (0..n)
         .map(|_| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_linger(Some(Duration::ZERO)).unwrap();
             s.set_nonblocking(true).unwrap();
             match s.connect(&addr.into()) {
                 Ok(()) => {}

@@ -148,17 +148,19 @@ async fn probe_exits_0_when_the_answer_is_200_1_when_not_and_2_when_nothing_answ
         &format!("[admin]\naddress = \"\"\nsocket = \"{}\"", socket.display()),
     );
     let path = write_config(dir.path(), &config);
-    let _daemon = Daemon::start(&path);
+    let log = dir.path().join("nodedns.log");
+    let _daemon = Daemon::start_logged(&path, &log);
     let sock = socket.to_str().unwrap();
     let mut live = nodedns(&["probe", "live", "--socket", sock]);
-    for _ in 0..100 {
+    for _ in 0..200 {
         if live.status.success() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
         live = nodedns(&["probe", "live", "--socket", sock]);
     }
-    assert_eq!(live.status.code(), Some(0), "{live:?}");
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(live.status.code(), Some(0), "{live:?}\n{log}");
     assert_eq!(String::from_utf8_lossy(&live.stdout), "ok\n");
 
     // The socket named in --config, when --socket is not given.
