@@ -10,8 +10,10 @@
 //! caller's thread runs TCP, reloads and signals, and each worker gets an OS thread with its
 //! own single-threaded runtime that owns the worker's UDP sockets and the misses they start,
 //! so a cache hit never wakes another thread (DESIGN.md §2).
-//! The admin endpoint (`/metrics`, `/health`, `/ready`) is bound with the DNS sockets and says
-//! not-ready as soon as shutdown begins.
+//! The admin endpoint (`/metrics`, `/health`, `/ready`) is bound with the DNS sockets, is
+//! never shared with another process (an admin port held by a draining predecessor is taken
+//! over once it is free, see [`crate::admin`]), says not-ready as soon as shutdown begins,
+//! and closes (removing its unix socket file) last.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -71,8 +73,8 @@ pub struct Server {
     worker_rts: Vec<tokio::runtime::Handle>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
-    /// The admin listener and its bound address, when `[admin] address` is set.
-    admin: Option<(TcpListener, SocketAddr)>,
+    /// The admin listeners, when `[admin] address` or `socket` is set.
+    admin: Option<admin::Endpoint>,
 }
 
 impl Server {
@@ -89,14 +91,7 @@ impl Server {
         for &addr in &cfg.listen.addresses {
             bound.push((addr, bind_address(addr, workers)?));
         }
-        let admin = match cfg.admin.address {
-            Some(addr) => {
-                let l = admin::bind(addr).with_context(|| format!("binding admin {addr}"))?;
-                let local = l.local_addr()?;
-                Some((l, local))
-            }
-            None => None,
-        };
+        let admin = admin::bind(&cfg.admin)?;
         log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
             restore(&handler, path);
@@ -137,9 +132,10 @@ impl Server {
         &self.handler
     }
 
-    /// The bound admin address (with the real port where the config said 0), if enabled.
+    /// The admin address (with the real port where the config said 0), if enabled; the
+    /// configured address while another process still holds it.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|(_, a)| *a)
+        self.admin.as_ref().and_then(admin::Endpoint::tcp_addr)
     }
 
     /// The exporter behind `/metrics`, to render without HTTP.
@@ -167,11 +163,10 @@ impl Server {
             self.spawn(bound, &token, &tasks, &conns);
         }
         let admin_stop = CancellationToken::new();
-        if let Some((l, addr)) = self.admin.take() {
-            tracing::info!(address = %addr, "admin endpoint serving /metrics /health /ready");
+        let admin_task = self.admin.take().map(|endpoint| {
             let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
-            tokio::spawn(admin::serve(l, m, r, s));
-        }
+            tokio::spawn(admin::serve(endpoint, m, r, s))
+        });
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
         self.handler.upstreams().probe_unanswered();
@@ -219,6 +214,10 @@ impl Server {
             save(&self.handler, path, self.current.cache.stale_max);
         }
         admin_stop.cancel();
+        // Awaited so the socket file is gone before the process exits.
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
     }
 
     fn spawn(

@@ -1,5 +1,5 @@
 //! The command line: `nodedns [--config PATH]`, `nodedns check-config PATH`,
-//! `nodedns print-default-config`, `nodedns doctor`.
+//! `nodedns print-default-config`, `nodedns doctor`, `nodedns probe ready|live`.
 //!
 //! This module owns argument parsing, exit codes and the tracing subscriber. Running the
 //! daemon is [`crate::app`]'s job.
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config, LogFormat};
@@ -15,6 +15,12 @@ use crate::config::{self, Config, LogFormat};
 /// Exit code for a configuration file that does not validate (BSD `EX_USAGE`, as hickory-dns
 /// and many daemons use for bad input).
 pub const EXIT_BAD_CONFIG: u8 = 64;
+/// `nodedns probe`: the process answered, but not 200 (e.g. not ready yet, or draining).
+pub const EXIT_PROBE_FAILED: u8 = 1;
+/// `nodedns probe`: no answer at all (no socket, nobody listening, timeout, garbage).
+pub const EXIT_PROBE_UNREACHABLE: u8 = 2;
+/// How long `nodedns probe` waits for the whole exchange; below the kubelet's timeout.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Parser)]
 #[command(name = "nodedns", version, about = "Node-level DNS caching forwarder")]
@@ -52,6 +58,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the nodedns of this pod, over its admin unix socket, whether it is ready or live:
+    /// exit 0 and print the answer on 200, 1 on any other answer, 2 when nothing answers
+    /// within 2 s. For the kubelet's exec probes.
+    Probe {
+        /// `ready` asks `/ready`, `live` asks `/health`.
+        what: ProbeKind,
+        /// The admin socket; default: `[admin] socket` of `--config` if given, else
+        /// /run/nodedns/admin.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProbeKind {
+    Ready,
+    Live,
 }
 
 /// Entry point of the binary.
@@ -73,6 +96,55 @@ pub fn main() -> ExitCode {
             &crate::doctor::Options { names, resolv_conf },
             json,
         ),
+        Command::Probe { what, socket } => probe(cli.config.as_deref(), what, socket),
+    }
+}
+
+fn probe(config: Option<&std::path::Path>, what: ProbeKind, socket: Option<PathBuf>) -> ExitCode {
+    let socket = match (socket, config) {
+        (Some(path), _) => path,
+        (None, Some(config)) => match config::load_file(config) {
+            Ok(cfg) => cfg
+                .admin
+                .socket
+                .unwrap_or_else(|| crate::admin::probe::DEFAULT_SOCKET.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        (None, None) => crate::admin::probe::DEFAULT_SOCKET.into(),
+    };
+    let (name, route) = match what {
+        ProbeKind::Ready => ("ready", "/ready"),
+        ProbeKind::Live => ("live", "/health"),
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(crate::admin::probe::get(&socket, route, PROBE_TIMEOUT))
+                .map_err(|e| e.to_string())
+        });
+    match answer {
+        Ok(a) if a.status == 200 => {
+            print!("{}", a.body);
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            let body = a.body.trim();
+            eprintln!(
+                "nodedns probe {name}: {} answered {}: {body}",
+                socket.display(),
+                a.status
+            );
+            ExitCode::from(EXIT_PROBE_FAILED)
+        }
+        Err(e) => {
+            eprintln!("nodedns probe {name}: {e}");
+            ExitCode::from(EXIT_PROBE_UNREACHABLE)
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`, `doctor`).
+//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`, `doctor`,
+//!   `probe`).
 //! - [`app`]: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
@@ -22,7 +23,8 @@
 //! - [`doctor`]: `nodedns doctor`, the troubleshooting checklist run against a live node.
 //! - [`stats`]: the counters every part increments, read by metrics and tests.
 //! - [`metrics`]: every Prometheus metric, its HELP text, and the scrape-time exposition.
-//! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`.
+//! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`, on TCP and on a unix
+//!   socket for `nodedns probe`.
 //! - [`querylog`]: the opt-in sampled query log.
 //!
 //! `docs/architecture.md` mirrors this list.

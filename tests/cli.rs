@@ -134,3 +134,47 @@ async fn sigterm_lets_an_in_flight_query_finish() {
     let status = daemon.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn probe_exits_0_when_the_answer_is_200_1_when_not_and_2_when_nothing_answers() {
+    // An upstream that never answers: live, but never ready.
+    let up = FakeUpstream::start().await;
+    up.set_behavior(support::fake_upstream::Behavior::Drop);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let listen: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+    let config = daemon_config(listen, up.addr()).replace(
+        "[admin]\naddress = \"\"",
+        &format!("[admin]\naddress = \"\"\nsocket = \"{}\"", socket.display()),
+    );
+    let path = write_config(dir.path(), &config);
+    let log = dir.path().join("nodedns.log");
+    let _daemon = Daemon::start_logged(&path, &log);
+    let sock = socket.to_str().unwrap();
+    let mut live = nodedns(&["probe", "live", "--socket", sock]);
+    for _ in 0..200 {
+        if live.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        live = nodedns(&["probe", "live", "--socket", sock]);
+    }
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(live.status.code(), Some(0), "{live:?}\n{log}");
+    assert_eq!(String::from_utf8_lossy(&live.stdout), "ok\n");
+
+    // The socket named in --config, when --socket is not given.
+    let ready = nodedns(&["--config", path.to_str().unwrap(), "probe", "ready"]);
+    assert_eq!(ready.status.code(), Some(1), "{ready:?}");
+    let err = String::from_utf8_lossy(&ready.stderr);
+    assert!(err.contains("503") && err.lines().count() == 1, "{err}");
+
+    let missing = dir.path().join("nobody.sock");
+    let none = nodedns(&["probe", "ready", "--socket", missing.to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(2), "{none:?}");
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("cannot connect") && err.lines().count() == 1,
+        "{err}"
+    );
+}

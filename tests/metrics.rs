@@ -280,15 +280,3 @@ async fn ready_drops_at_shutdown_while_queries_drain() {
     assert_eq!(answer_a(&slow.await.unwrap().unwrap()), vec![ADDR]);
     ns.shutdown().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_address_in_use_fails_start_up() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let never_asked: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let toml = config_with_admin(&zone(".", &[never_asked], ""))
-        .replace("127.0.0.1:0\"\n", &format!("127.0.0.1:{port}\"\n"));
-    let cfg = nodedns::config::parse_str(&toml, "test.toml").unwrap();
-    let err = nodedns::app::Server::bind(&cfg).err().unwrap();
-    assert!(format!("{err:#}").contains("admin"), "{err:#}");
-}

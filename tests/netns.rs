@@ -8,6 +8,8 @@
 //! them fail.
 #![allow(clippy::unwrap_used)]
 
+#[path = "netns/admin.rs"]
+mod admin;
 #[path = "netns/clients.rs"]
 mod clients;
 #[path = "netns/process.rs"]

@@ -28,6 +28,16 @@ fn yaml_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .map(|v| v.trim().trim_matches('"'))
 }
 
+/// The `name` of the volumeMount whose `mountPath` is `path` (the line before it).
+fn mount_name(ds: &str, path: &str) -> Option<String> {
+    let lines: Vec<&str> = ds.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == format!("mountPath: {path}"))?;
+    let before = lines.get(at.checked_sub(1)?)?.trim();
+    Some(before.strip_prefix("- name:")?.trim().to_owned())
+}
+
 /// The nodedns configs in a Markdown file: fenced blocks opened by exactly ```` ```toml ````.
 fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
@@ -65,6 +75,10 @@ fn daemonset_config_is_valid_and_routes_cluster_zones_to_kube_dns_over_tcp() {
     }
     assert!(cfg.zones.iter().any(|z| z.name == "."), "no root zone");
     assert_eq!(cfg.admin.address.map(|a| a.port()), Some(9253));
+    assert!(
+        cfg.admin.socket.is_some(),
+        "the exec probes need [admin] socket"
+    );
 }
 
 #[test]
@@ -88,13 +102,35 @@ fn daemonset_agrees_with_its_config() {
         "limit {limit} for max_bytes {}",
         cfg.cache.max_bytes
     );
-    // Probes on the admin port: liveness /health, readiness /ready.
-    let port = cfg.admin.address.unwrap().port().to_string();
-    for (probe, path) in [("livenessProbe:", "/health"), ("readinessProbe:", "/ready")] {
+    // Probes: `nodedns probe live|ready`, over the socket the config names, in a volume of
+    // the pod's own (an emptyDir) mounted where the socket lives.
+    let socket = cfg
+        .admin
+        .socket
+        .expect("[admin] socket for the exec probes");
+    assert_eq!(socket, Path::new(nodedns::admin::probe::DEFAULT_SOCKET));
+    for (probe, what) in [("livenessProbe:", "live"), ("readinessProbe:", "ready")] {
         let at = &ds[ds.find(probe).unwrap_or_else(|| panic!("no {probe}"))..];
-        assert_eq!(yaml_value(at, "path"), Some(path), "{probe}");
-        assert_eq!(yaml_value(at, "port"), Some(port.as_str()), "{probe}");
+        let command = yaml_value(at, "command").unwrap_or_else(|| panic!("{probe}: no command"));
+        assert_eq!(
+            command,
+            format!("[\"/nodedns\", \"probe\", \"{what}\"]"),
+            "{probe}"
+        );
     }
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/nodedns\"]"),
+        "the probes exec /nodedns"
+    );
+    let dir = socket.parent().unwrap().to_str().unwrap();
+    let name = mount_name(&ds, dir).expect("the socket's volumeMount has a name");
+    let volumes = &ds[ds.find("      volumes:").expect("volumes")..];
+    let volume = &volumes[volumes
+        .find(&format!("- name: {name}"))
+        .expect("the socket's volume")..];
+    let next = volume.lines().nth(1).unwrap_or_default();
+    assert_eq!(next.trim(), "emptyDir: {}", "the socket's volume: {volume}");
     for must in [
         "hostNetwork: true",
         "dnsPolicy: Default",

@@ -193,6 +193,9 @@ impl std::fmt::Display for Probe {
 pub struct Admin {
     /// `/metrics`, `/health`, `/ready`; `None` when `address = ""` (disabled).
     pub address: Option<SocketAddr>,
+    /// The same routes on a unix socket, for probes that must reach this very process
+    /// (`nodedns probe`); `None` when the key is absent (the default).
+    pub socket: Option<PathBuf>,
 }
 
 /// Log output format.

@@ -103,6 +103,7 @@ pub struct RawZone {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub address: Opt<String>,
+    pub socket: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

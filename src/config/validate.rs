@@ -2,7 +2,7 @@
 //! every section but `[[zones]]` (see `zones`), and the checks between sections.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_spanned::Spanned;
@@ -38,6 +38,7 @@ pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<
         check,
         raw.admin.as_ref().unwrap_or(&RawAdmin::default()),
         own,
+        base_dir,
     );
     let log = log(check, raw.log.as_ref().unwrap_or(&RawLog::default()));
     if !check.diags.items.is_empty() {
@@ -268,15 +269,32 @@ fn ordered(c: &mut Check<'_>, fields: &[&Option<Field<Duration>>]) -> bool {
     ok
 }
 
-fn admin(c: &mut Check<'_>, raw: &RawAdmin, listen: &[SocketAddr]) -> Option<Admin> {
+fn admin(
+    c: &mut Check<'_>,
+    raw: &RawAdmin,
+    listen: &[SocketAddr],
+    base_dir: &Path,
+) -> Option<Admin> {
+    let socket = admin_socket(c, raw, base_dir);
+    let address = admin_address(c, raw, listen);
+    Some(Admin {
+        address: address?,
+        socket: socket?,
+    })
+}
+
+/// `admin.address`: the default when absent, `None` when `""`.
+fn admin_address(
+    c: &mut Check<'_>,
+    raw: &RawAdmin,
+    listen: &[SocketAddr],
+) -> Option<Option<SocketAddr>> {
     const KEY: &str = "admin.address";
     let Some(text) = &raw.address else {
-        return Some(Admin {
-            address: parse_with_port(DEFAULT_ADMIN).ok(),
-        });
+        return Some(parse_with_port(DEFAULT_ADMIN).ok());
     };
     if text.get_ref().is_empty() {
-        return Some(Admin { address: None });
+        return Some(None);
     }
     let address = match parse_with_port(text.get_ref()) {
         Ok(addr) => addr,
@@ -290,9 +308,36 @@ fn admin(c: &mut Check<'_>, raw: &RawAdmin, listen: &[SocketAddr]) -> Option<Adm
         c.error(Some(text.span()), KEY, reason);
         return None;
     }
-    Some(Admin {
-        address: Some(address),
-    })
+    Some(Some(address))
+}
+
+/// `admin.socket`: a unix socket path, taken from the file's directory when relative; it
+/// must fit `sun_path` (108 bytes with the terminating NUL).
+fn admin_socket(c: &mut Check<'_>, raw: &RawAdmin, base_dir: &Path) -> Option<Option<PathBuf>> {
+    const KEY: &str = "admin.socket";
+    const SUN_PATH_MAX: usize = 107;
+    let Some(text) = &raw.socket else {
+        return Some(None);
+    };
+    if text.get_ref().is_empty() {
+        c.error(
+            Some(text.span()),
+            KEY,
+            "empty path: leave the key out for none",
+        );
+        return None;
+    }
+    let path = base_dir.join(text.get_ref());
+    let len = path.as_os_str().len();
+    if len > SUN_PATH_MAX {
+        let reason = format!(
+            "`{}` is {len} bytes: a unix socket path has at most {SUN_PATH_MAX}",
+            path.display()
+        );
+        c.error(Some(text.span()), KEY, reason);
+        return None;
+    }
+    Some(Some(path))
 }
 
 fn log(c: &mut Check<'_>, raw: &RawLog) -> Option<Log> {

@@ -1,10 +1,11 @@
 //! Client-facing sockets: binding, and the UDP and TCP serving loops.
 //!
 //! This module owns how packets get in and out: `SO_REUSEPORT` so several workers (and,
-//! during a rollout, two processes) share one address, `IP_FREEBIND` so an address that is
-//! not configured yet can be bound, and replies sent from the socket the query came in on,
+//! during a rollout, two processes) share one DNS address, `IP_FREEBIND` so an address that
+//! is not configured yet can be bound, and replies sent from the socket the query came in on,
 //! so they always leave from the address the client asked. What to answer is
-//! [`crate::handler`]'s job.
+//! [`crate::handler`]'s job. It also binds the admin endpoint's TCP listener, which is never
+//! shared ([`bind_tcp_exclusive`]).
 
 // The crate's only unsafe code: the batched syscalls, each block with its SAFETY note.
 #[allow(unsafe_code)]
@@ -21,10 +22,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// must queue, not drop, while a worker is busy.
 const UDP_RCVBUF: usize = 4 << 20;
 
-fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol, shared: bool) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
+    sock.set_reuse_port(shared)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
         sock.set_freebind_v6(true)?;
@@ -38,7 +39,7 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
 /// A non-blocking UDP socket on `addr` that shares the address with its siblings, not yet
 /// registered with any runtime (each worker registers its own with its runtime).
 pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let sock = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    let sock = socket(addr, Type::DGRAM, Protocol::UDP, true)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = sock.set_recv_buffer_size(UDP_RCVBUF);
     sock.bind(&addr.into())?;
@@ -52,8 +53,19 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<sys::UdpFd> {
 
 /// A TCP listener on `addr` that shares the address with its siblings.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
-    let sock = socket(addr, Type::STREAM, Protocol::TCP)?;
+    let sock = socket(addr, Type::STREAM, Protocol::TCP, true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
+    tokio::net::TcpListener::from_std(sock.into())
+}
+
+/// A TCP listener on `addr` that no other socket may share: without `SO_REUSEPORT`, a second
+/// process binding the same address gets `EADDRINUSE` instead of half the connections.
+/// `SO_REUSEADDR` still lets it bind while connections of an exited process linger in
+/// TIME_WAIT. At most `backlog` connections wait in the kernel to be accepted.
+pub fn bind_tcp_exclusive(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
+    let sock = socket(addr, Type::STREAM, Protocol::TCP, false)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog)?;
     tokio::net::TcpListener::from_std(sock.into())
 }

@@ -131,6 +131,31 @@ impl Daemon {
         }
     }
 
+    /// The process id (`ip netns exec` execs the program, so this is the daemon's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) until the log contains `text`, failing early if the process exits.
+    pub fn wait_for_log(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_tail(1 << 20).contains(text) {
+            assert!(
+                self.is_running(),
+                "{} exited:\n{}",
+                self.name,
+                self.log_tail(3000)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {text:?} within {limit:?}:\n{}",
+                self.name,
+                self.log_tail(3000)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Whether the process is still running (false once it exited or was killed).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

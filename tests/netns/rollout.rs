@@ -84,26 +84,6 @@ fn node_mode_config(teardown: bool) -> String {
     )
 }
 
-/// Waits (bounded) until `daemon`'s log contains `text`.
-fn wait_for_log(daemon: &mut Daemon, text: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !daemon.log_tail(1 << 20).contains(text) {
-        assert!(
-            daemon.is_running(),
-            "{} exited:\n{}",
-            daemon.name,
-            daemon.log_tail(3000)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not log {text:?} within {limit:?}:\n{}",
-            daemon.name,
-            daemon.log_tail(3000)
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Starts nodedns in `ns` with `config` and waits until it serves.
 fn start_nodedns(ns: &Namespace, dir: &std::path::Path, run: usize, config: &str) -> Daemon {
     let path = dir.join(format!("nodedns{run}.toml"));
@@ -118,7 +98,7 @@ fn start_nodedns(ns: &Namespace, dir: &std::path::Path, run: usize, config: &str
         &["--config", &conf],
         &log,
     );
-    wait_for_log(&mut daemon, "nodedns serving", Duration::from_secs(15));
+    daemon.wait_for_log("nodedns serving", Duration::from_secs(15));
     daemon
 }
 
@@ -297,7 +277,7 @@ fn restart_loses_no_query() {
         &["--config", &conf],
         &log,
     );
-    wait_for_log(&mut new, "nodedns serving", Duration::from_secs(15));
+    new.wait_for_log("nodedns serving", Duration::from_secs(15));
     thread::sleep(Duration::from_secs(1));
     let stopped = Instant::now();
     let status = old.terminate(Duration::from_secs(15));

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::super::*;
+use std::path::Path;
+
 use super::{ZONE, addr, errors};
 
 #[test]
@@ -18,6 +20,26 @@ fn loopback_port_zero_listener_forwards_to_loopback_upstream() {
 fn empty_admin_address_disables_admin() {
     let config = parse_str(&format!("[admin]\naddress = \"\"\n{ZONE}"), "t").unwrap();
     assert_eq!(config.admin.address, None);
+}
+
+#[test]
+fn admin_socket_is_off_unless_set_and_checked_where_written() {
+    assert_eq!(parse_str(ZONE, "t").unwrap().admin.socket, None);
+    let text = format!("[admin]\nsocket = \"/run/nodedns/admin.sock\"\n{ZONE}");
+    let config = parse_str(&text, "t").unwrap();
+    assert_eq!(
+        config.admin.socket.as_deref(),
+        Some(Path::new("/run/nodedns/admin.sock"))
+    );
+    for bad in [String::new(), format!("/{}", "a".repeat(107))] {
+        let text = format!("[log]\nlevel = \"info\"\n[admin]\nsocket = \"{bad}\"\n{ZONE}");
+        let d = &errors(&text)[0];
+        assert_eq!(
+            (d.line, d.column, d.key.as_str()),
+            (4, 10, "admin.socket"),
+            "{d:?}"
+        );
+    }
 }
 
 #[test]

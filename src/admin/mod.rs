@@ -1,0 +1,155 @@
+//! The admin endpoint: `GET /metrics`, `/health` and `/ready` over HTTP/1, on a TCP address
+//! (for Prometheus) and on a unix socket (for the kubelet's probes).
+//!
+//! This module owns the admin listeners, their limits, and what each path answers. `/health`
+//! is liveness: 200 while the process serves HTTP at all. `/ready` is what a DaemonSet's
+//! readiness probe (and a rolling update's `maxUnavailable: 0`) waits for: 200 only once the
+//! DNS listeners serve and every zone has an upstream that answered (the start-up probes ask
+//! without waiting for client traffic), and 503 again from the moment shutdown begins, before the drain, so the node's traffic moves before this process
+//! stops reading. The listeners stay up through the drain and close with the process.
+//!
+//! Neither listener is shared with another process (no `SO_REUSEPORT`): during a rollout two
+//! nodedns processes run on one node, and a probe answered by the other one would be a lie.
+//! The unix socket lives in the pod's own volume, so `nodedns probe` reaches this pod's
+//! process and no other; the TCP port belongs to whichever process holds it, and one that
+//! finds it taken serves DNS and retries ([`bind`]). Each listener accepts at most
+//! [`serve::MAX_CONNECTIONS`] connections at once and bounds how long each may live
+//! ([`serve`]). The client side of the unix socket is [`probe`].
+
+mod bind;
+pub mod probe;
+mod serve;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::metrics::Metrics;
+
+pub use bind::Endpoint;
+
+/// Prometheus text exposition format 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why the zones cannot all be served yet (`None`: they can).
+pub type ZoneCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// What `/ready` depends on, shared with the server's lifecycle. Readiness is a latch: once
+/// the listeners serve and every zone has an upstream that answered, the process stays ready
+/// until shutdown begins (an upstream outage later is health's business, not a reason to
+/// take the node's only nameserver out of a rollout's count).
+pub struct Readiness {
+    serving: AtomicBool,
+    draining: AtomicBool,
+    latched: AtomicBool,
+    zones: ZoneCheck,
+}
+
+impl Readiness {
+    pub fn new(zones: ZoneCheck) -> Readiness {
+        Readiness {
+            serving: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            latched: AtomicBool::new(false),
+            zones,
+        }
+    }
+
+    /// The DNS listeners are serving.
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown has begun: not ready from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.reason().is_none()
+    }
+
+    /// Why not ready, for the 503 body (an operator reads it with curl or `nodedns probe`);
+    /// `None` when ready.
+    pub fn reason(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("shutting down".to_owned());
+        }
+        if !self.serving.load(Ordering::Relaxed) {
+            return Some("listeners not serving yet".to_owned());
+        }
+        if self.latched.load(Ordering::Relaxed) {
+            return None;
+        }
+        let why = (self.zones)();
+        if why.is_none() {
+            self.latched.store(true, Ordering::Relaxed);
+        }
+        why
+    }
+}
+
+/// What every admin listener answers from.
+struct Routes {
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+/// Binds the admin listeners `cfg` asks for (at start-up, so a bad address or socket path
+/// fails start-up); `None` when both are off.
+pub fn bind(cfg: &config::Admin) -> anyhow::Result<Option<Endpoint>> {
+    Endpoint::bind(cfg)
+}
+
+/// Serves `endpoint` until `stop` is cancelled, then removes its socket file.
+pub async fn serve(
+    endpoint: Endpoint,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    stop: CancellationToken,
+) {
+    endpoint
+        .serve(Arc::new(Routes { metrics, ready }), stop)
+        .await;
+}
+
+impl Routes {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT));
+                r
+            }
+            "/health" => text(StatusCode::OK, "ok\n"),
+            "/ready" => match self.ready.reason() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /health, /ready\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
