@@ -10,6 +10,9 @@
 //! caller's thread runs TCP, reloads and signals, and each worker gets an OS thread with its
 //! own single-threaded runtime that owns the worker's UDP sockets and the misses they start,
 //! so a cache hit never wakes another thread (DESIGN.md §2).
+//! A listen address another process already serves (the pod this one replaces) is joined
+//! only once every zone has an upstream that answered, or once the other lets go
+//! ([`crate::handover`]); serving, and so readiness, begins when every address is bound.
 //! The admin endpoint (`/metrics`, `/health`, `/ready`) is bound with the DNS sockets, is
 //! never shared with another process (an admin port held by a draining predecessor is taken
 //! over once it is free, see [`crate::admin`]), says not-ready as soon as shutdown begins,
@@ -32,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, Readiness};
 use crate::config::Config;
 use crate::handler::Handler;
+use crate::handover;
 use crate::listener::{self, tcp};
 use crate::metrics::Metrics;
 use crate::netsetup::Keeper;
@@ -60,6 +64,10 @@ pub struct Server {
     handler: Arc<Handler>,
     /// In config order, keyed by the address as configured (port 0 stays 0 here).
     bound: Vec<(SocketAddr, Bound)>,
+    /// Listen addresses another process serves (the pod this one replaces in a rollout):
+    /// bound once every zone has an upstream that answered, or once the other lets go, so a
+    /// process that cannot forward never takes a share of the node's queries.
+    deferred: Vec<SocketAddr>,
     current: Config,
     workers: usize,
     source: Option<Source>,
@@ -88,7 +96,13 @@ impl Server {
             .store(unix_now(), Ordering::Relaxed);
         let handler = Arc::new(Handler::new(cfg, stats.clone()));
         let mut bound = Vec::new();
+        let mut deferred = Vec::new();
         for &addr in &cfg.listen.addresses {
+            if handover::served_elsewhere(addr) {
+                tracing::info!(address = %addr, "served by another process (a rollout?): joining once every zone's upstreams answer");
+                deferred.push(addr);
+                continue;
+            }
             bound.push((addr, bind_address(addr, workers)?));
         }
         let admin = admin::bind(&cfg.admin)?;
@@ -103,6 +117,7 @@ impl Server {
             metrics: Arc::new(Metrics::new(handler.clone())),
             handler,
             bound,
+            deferred,
             current: cfg.clone(),
             workers,
             source: None,
@@ -126,6 +141,14 @@ impl Server {
     /// The bound addresses, in config order (with the real port where the config said 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.local.lock().clone()
+    }
+
+    /// The addresses this process serves or will serve: the bound ones and those it joins
+    /// once ready ([`handover`]), for the node's interface.
+    pub fn planned_addrs(&self) -> Vec<SocketAddr> {
+        let mut all = self.local_addrs();
+        all.extend(&self.deferred);
+        all
     }
 
     pub fn handler(&self) -> &Arc<Handler> {
@@ -170,8 +193,12 @@ impl Server {
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
         self.handler.upstreams().probe_unanswered();
-        self.ready.set_serving();
-        tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
+        if self.deferred.is_empty() {
+            self.ready.set_serving();
+            tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
+        }
+        let mut join = tokio::time::interval(handover::CHECK_INTERVAL);
+        join.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut fingerprint = self.fingerprint();
         // The first check one interval from now, not at once: the fingerprint was just
         // taken, and an immediate tick would race a reload asked for meanwhile.
@@ -182,6 +209,9 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = join.tick(), if !self.deferred.is_empty() => {
+                    self.join_deferred(&mut running, &cancel, &tasks, &conns);
+                }
                 Some(reply) = self.requests.1.recv() => {
                     let result = self.reload(&mut running, &cancel, &tasks, &conns);
                     fingerprint = self.fingerprint();
@@ -251,6 +281,55 @@ impl Server {
         tasks.spawn(tcp::serve(bound.tcp, h, limits, conns.clone(), c, t));
     }
 
+    /// Binds the deferred addresses that may be joined now: all of them once every zone has
+    /// an upstream that answered, any one another process no longer serves. Serving (and so
+    /// readiness) begins when none is left.
+    fn join_deferred(
+        &mut self,
+        running: &mut Running,
+        cancel: &CancellationToken,
+        tasks: &TaskTracker,
+        conns: &Arc<Semaphore>,
+    ) {
+        let answered = self.handler.unanswered_zone().is_none();
+        for addr in std::mem::take(&mut self.deferred) {
+            if !answered && handover::served_elsewhere(addr) {
+                self.deferred.push(addr);
+                continue;
+            }
+            match bind_address(addr, self.workers) {
+                Ok(bound) => {
+                    tracing::info!(address = %addr, upstreams_answered = answered, "joined the listen address");
+                    let token = cancel.child_token();
+                    running.insert(addr, (bound.local, token.clone()));
+                    self.spawn(bound, &token, tasks, conns);
+                }
+                Err(e) => {
+                    // Held by something that does not share it (another program, another
+                    // user): stay not ready, and say why each time it is tried.
+                    tracing::warn!(address = %addr, "binding a deferred listen address failed: {e:#}");
+                    self.deferred.push(addr);
+                }
+            }
+        }
+        self.update_local(running);
+        if self.deferred.is_empty() {
+            self.ready.set_serving();
+            tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
+        }
+    }
+
+    /// The bound addresses in config order, from what is running.
+    fn update_local(&self, running: &Running) {
+        *self.local.lock() = self
+            .current
+            .listen
+            .addresses
+            .iter()
+            .filter_map(|a| running.get(a).map(|r| r.0))
+            .collect();
+    }
+
     fn fingerprint(&self) -> u32 {
         self.source
             .as_ref()
@@ -307,7 +386,7 @@ impl Server {
             .listen
             .addresses
             .iter()
-            .filter(|a| !running.contains_key(a))
+            .filter(|a| !running.contains_key(a) && !self.deferred.contains(a))
         {
             fresh.push((
                 addr,
@@ -328,10 +407,8 @@ impl Server {
             }
             keep
         });
-        *self.local.lock() = keep
-            .iter()
-            .filter_map(|a| running.get(a).map(|r| r.0))
-            .collect();
+        self.deferred.retain(|a| keep.contains(a));
+        self.update_local(running);
         self.handler.reconfigure(&self.current);
         self.handler.upstreams().probe_unanswered();
         Ok(())
@@ -438,7 +515,7 @@ pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
             server.worker_rts = handles;
             forward_sighup(server.control())?;
             // After binding (IP_FREEBIND makes the order free), before serving.
-            let interface = Keeper::start(&cfg.interface, &server.local_addrs()).await?;
+            let interface = Keeper::start(&cfg.interface, &server.planned_addrs()).await?;
             let shutdown = signal()?;
             server.run(shutdown).await;
             if let Some(interface) = interface {

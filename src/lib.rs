@@ -12,6 +12,7 @@
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
 //! - [`handler`]: the life of one query: parse, cache, route, coalesce, forward, reply.
+//! - [`handover`]: whether another process (the pod being replaced) serves a listen address.
 //! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`.
 //! - [`cache`]: what is cached for how long, and the bounded store under it.
 //! - [`coalesce`]: one upstream query per identical in-flight miss.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod doctor;
 pub mod forward;
 pub mod handler;
+pub mod handover;
 pub mod listener;
 pub mod metrics;
 pub mod netsetup;

@@ -82,7 +82,12 @@ impl Readiness {
             return Some("shutting down".to_owned());
         }
         if !self.serving.load(Ordering::Relaxed) {
-            return Some("listeners not serving yet".to_owned());
+            // A process joining an address another one serves waits for its upstreams first
+            // (see `crate::handover`): say which zone it waits for.
+            return Some(match (self.zones)() {
+                Some(why) => format!("listeners not serving yet, waiting for {why}"),
+                None => "listeners not serving yet".to_owned(),
+            });
         }
         if self.latched.load(Ordering::Relaxed) {
             return None;
