@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nodedns::cache::{Cache, Limits, TtlPolicy};
-use nodedns::wire::{self, Client, normalize_response, parse_query, write_reply};
+use nodedns::wire::{self, Client, ClientHeader, normalize_response, parse_query, write_reply};
 use tokio::time::Instant;
 
 #[path = "common/synthetic.rs"]
@@ -78,7 +78,7 @@ fn filled(n: usize) -> (Cache, Vec<u8>, usize) {
 fn hit(cache: &Cache, pkt: &[u8], now: Instant, out: &mut Vec<u8>) -> usize {
     let Ok(q) = parse_query(pkt) else { return 0 };
     let client = Client {
-        id: q.header.id,
+        header: ClientHeader::of(&q),
         question: q.question,
         has_edns: q.edns.is_some(),
         max_len: q.udp_limit(wire::EDNS_UDP_SIZE),

@@ -49,7 +49,9 @@ async fn version_bind_says_nodedns_over_udp_and_tcp() {
     let reply = udp(&ns, &query).await;
     assert_eq!(reply.metadata.id, 0x5EED);
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
-    assert!(reply.metadata.authoritative, "AA must be set");
+    // One header rule for every reply: a cache is no authority, even for its own name.
+    assert!(!reply.metadata.authoritative, "AA must be clear");
+    assert!(reply.metadata.recursion_available && reply.metadata.recursion_desired);
     assert_eq!(reply.answers.len(), 1);
     assert_eq!(reply.answers[0].dns_class, DNSClass::CH);
     assert_eq!(

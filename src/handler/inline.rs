@@ -43,7 +43,7 @@ struct InlineMiss<R> {
     /// from it.
     pkt: Vec<u8>,
     /// The parts of the client's query the reply needs (its question is `pkt[12..question_end]`).
-    id: u16,
+    header: wire::ClientHeader,
     question_end: usize,
     has_edns: bool,
     max_len: usize,
@@ -111,7 +111,7 @@ impl Handler {
             query: upstream_query(q),
             done,
             pkt: pkt.to_vec(),
-            id: q.header.id,
+            header: wire::ClientHeader::of(q),
             question_end: wire::HEADER_LEN + q.question.len(),
             has_edns: q.edns.is_some(),
             max_len: client_of(q, Proto::Udp, routing.udp_cap).max_len,
@@ -136,7 +136,7 @@ impl<R: ReplyTo> InlineMiss<R> {
         let outcome = Arc::new(outcome);
         self.done.complete(outcome.clone());
         let client = wire::Client {
-            id: self.id,
+            header: self.header,
             question: self
                 .pkt
                 .get(wire::HEADER_LEN..self.question_end)

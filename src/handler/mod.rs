@@ -584,7 +584,7 @@ fn identity() -> wire::Identity {
 /// Who the reply to `q` is for, on `proto`.
 fn client_of<'q>(q: &Query<'q>, proto: Proto, udp_cap: u16) -> wire::Client<'q> {
     wire::Client {
-        id: q.header.id,
+        header: wire::ClientHeader::of(q),
         question: q.question,
         has_edns: q.edns.is_some(),
         max_len: match proto {

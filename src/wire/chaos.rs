@@ -5,7 +5,7 @@
 //! They tell an operator, and `nodedns doctor`, that the process answering on an address is
 //! nodedns and which node it runs on, without touching the cache or any upstream.
 
-use super::{EDNS_DO, Header, Query, class, flag, rtype, write_bare_opt};
+use super::{ClientHeader, EDNS_DO, Header, Query, class, rtype, set_reply_header, write_bare_opt};
 
 /// What a server says about itself over CHAOS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,8 @@ const HOSTNAME_BIND: &[u8] = b"\x08hostname\x04bind\x00";
 const MAX_STRING: usize = 255;
 
 /// Writes into `out` (cleared first) the answer to a CHAOS TXT query for one of the identity
-/// names: AA set, TTL 0 (nothing should cache it), the client's OPT echoed when it sent one.
+/// names: the header every reply has ([`set_reply_header`]: AA clear, like every answer we
+/// give), TTL 0 (nothing should cache it), the client's OPT echoed when it sent one.
 /// Returns false when the query asks for anything else; the caller answers REFUSED.
 pub fn chaos_reply(q: &Query<'_>, id: &Identity, out: &mut Vec<u8>) -> bool {
     out.clear();
@@ -41,13 +42,14 @@ pub fn chaos_reply(q: &Query<'_>, id: &Identity, out: &mut Vec<u8>) -> bool {
     let text = &text[..text.len().min(MAX_STRING)];
     let header = Header {
         id: q.header.id,
-        flags: flag::QR | flag::AA | (q.header.flags & flag::RD) | flag::RA,
+        flags: 0,
         qdcount: 1,
         ancount: 1,
         nscount: 0,
         arcount: u16::from(q.edns.is_some()),
     };
     header.write(out);
+    set_reply_header(out, &ClientHeader::of(q));
     out.extend_from_slice(q.question);
     // Owner: a compression pointer to the question name right after the header.
     out.extend_from_slice(&[0xC0, 0x0C]);

@@ -4,8 +4,8 @@
 //! decode: the header, the question (walked and lowercased into a stack buffer), the client's
 //! OPT record, the upstream query we build, the checks an upstream reply must pass (RFC 5452),
 //! the analysis a response gets before it is cached (TTLs, RFC 2308 negative TTL, record
-//! layout), and the per-client rewrite of a stored response (ID, question case, aged TTLs, OPT
-//! strip, truncation to the client's size limit).
+//! layout), the per-client rewrite of a stored response (ID, question case, aged TTLs, OPT
+//! strip, truncation to the client's size limit), and the header rule every reply follows.
 //!
 //! It does not own policy (what is cacheable for how long, what counts as an upstream failure):
 //! it reports facts, and the cache and forwarder decide. Nothing here allocates on the query
@@ -13,13 +13,15 @@
 //!
 //! Files: `query` (client side: parse, error replies), `chaos` (the CHAOS identity answers),
 //! `upstream` (the query we send and the reply check), `response` (normalising an upstream
-//! answer for the cache), `reply` (serving a stored answer). The record walker shared by all of them lives here.
+//! answer for the cache), `reply` (serving a stored answer), `reply_header` (the ID and flags
+//! of every reply). The record walker shared by all of them lives here.
 //!
 //! hickory-proto is the oracle for this module's tests, never a dependency of its code.
 
 mod chaos;
 mod query;
 mod reply;
+mod reply_header;
 mod response;
 mod upstream;
 
@@ -29,6 +31,7 @@ mod tests;
 pub use chaos::{Identity, chaos_reply};
 pub use query::{ClientEdns, Query, QueryError, error_reply, parse_query};
 pub use reply::{Client, TtlRewrite, write_reply};
+pub use reply_header::{ClientHeader, set_reply_header};
 pub use response::{Analysis, Kind, Layout, WireError, normalize_response};
 pub use upstream::{Mismatch, build_upstream_query, check_reply};
 

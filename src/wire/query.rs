@@ -1,8 +1,8 @@
 //! The client side: parsing a query into a [`Query`] and answering the ones we refuse.
 
 use super::{
-    EDNS_DO, Header, MAX_KEY, MAX_NAME, PLAIN_UDP_SIZE, WalkError, flag, rcode, read_rr, rtype,
-    u16_at, walk_options, write_bare_opt,
+    ClientHeader, EDNS_DO, Header, MAX_KEY, MAX_NAME, PLAIN_UDP_SIZE, WalkError, flag, rcode,
+    read_rr, rtype, set_reply_header, u16_at, walk_options, write_bare_opt,
 };
 
 /// What the client's OPT record said (RFC 6891).
@@ -231,7 +231,8 @@ fn read_additional(
 
 /// Writes an error reply for the query in `buf` with `rcode` into `out` (cleared first).
 ///
-/// The reply carries the client's ID, opcode and RD, QR=1, RA=1, and the client's question
+/// The header follows [`set_reply_header`] (the client's ID, opcode, RD and CD, QR=1, RA=1; for
+/// an unknown opcode only ID, opcode and RD), and the reply carries the client's question
 /// when it can be parsed (else QDCOUNT=0). It carries an OPT (bufsize 1232) when the client
 /// sent a readable OPT, and always for BADVERS, whose upper rcode bits live in the OPT.
 /// Returns false when `buf` has no readable header (nothing can be sent).
@@ -253,16 +254,19 @@ pub fn error_reply(buf: &[u8], rcode: u16, out: &mut Vec<u8>) -> bool {
     let with_opt = client_do.is_some() || rcode > flag::RCODE_MASK;
     let header = Header {
         id: client.id,
-        flags: flag::QR
-            | (client.flags & (flag::OPCODE_MASK | flag::RD))
-            | flag::RA
-            | (rcode & flag::RCODE_MASK),
+        flags: rcode & flag::RCODE_MASK,
         qdcount: u16::from(question.is_some()),
         ancount: 0,
         nscount: 0,
         arcount: u16::from(with_opt),
     };
     header.write(out);
+    let echo = ClientHeader {
+        id: client.id,
+        flags: client.flags,
+        dnssec_ok: client_do == Some(true),
+    };
+    set_reply_header(out, &echo);
     out.extend_from_slice(question.unwrap_or_default());
     if with_opt {
         // RFC 6891 §6.1.3: the upper 8 bits of the 12-bit rcode; RFC 3225 §3: DO echoed.

@@ -1,10 +1,10 @@
-//! Serving a stored response: the per-client copy with its ID, question case, aged TTLs,
+//! Serving a stored response: the per-client copy with its header, question case, aged TTLs,
 //! OPT handling and truncation. This is the cache-hit path: no allocation, no parse unless
 //! the reply has to be cut.
 
 use super::{
-    ANCOUNT_AT, ARCOUNT_AT, HEADER_LEN, Layout, NSCOUNT_AT, flag, put_u16, put_u32, read_rr,
-    u16_at, u32_at,
+    ANCOUNT_AT, ARCOUNT_AT, ClientHeader, HEADER_LEN, Layout, NSCOUNT_AT, flag, put_u16, put_u32,
+    read_rr, set_reply_header, u16_at, u32_at,
 };
 
 /// How TTLs are written into a served copy.
@@ -29,7 +29,8 @@ impl TtlRewrite {
 /// Who a served copy is for.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
-    pub id: u16,
+    /// What the reply's header echoes (see [`set_reply_header`]).
+    pub header: ClientHeader,
     /// The client's question bytes (same length as the stored one: same name, other case).
     pub question: &'a [u8],
     pub has_edns: bool,
@@ -41,9 +42,11 @@ pub struct Client<'a> {
 }
 
 /// Writes the copy of a stored (normalized) response that `client` gets into `out` (cleared
-/// first): the client's ID and question bytes, TTLs per `ttl`, the OPT removed if the client
-/// sent none (RFC 6891 §7). `stored` and `layout` are what [`normalize_response`] produced.
-/// If the result exceeds `client.max_len`, it is cut down:
+/// first): the client's header ([`set_reply_header`]; the stored copy keeps the upstream's,
+/// which only the served copy loses, so entries stay shared read-only and an entry from any
+/// source, a snapshot included, is served the same), its question bytes, TTLs per `ttl`, the
+/// OPT removed if the client sent none (RFC 6891 §7). `stored` and `layout` are what
+/// [`normalize_response`] produced. If the result exceeds `client.max_len`, it is cut down:
 /// additional records are dropped first, then authority records when there are answers,
 /// and if the answer section still does not fit, TC=1 is set and it carries the whole answer
 /// records that fit (musl never retries over TCP, so an empty TC reply would leave it with
@@ -61,7 +64,7 @@ pub fn write_reply(
 ) {
     out.clear();
     out.extend_from_slice(layout.message(stored));
-    put_u16(out, 0, client.id);
+    set_reply_header(out, &client.header);
     let question_end = layout.question_end();
     // A question of another length would belong to another name: keep the stored one.
     if let Some(q) = out.get_mut(HEADER_LEN..question_end)

@@ -59,6 +59,19 @@ pub enum Behavior {
     FailFirst(usize, Box<Behavior>),
 }
 
+/// Header bits the fake forces on every reply it sends, over what it sets by default (AA=1,
+/// RA=1, RD and CD echoed from the query, AD=0). `None` keeps the default for that bit. Lets a
+/// test play an upstream whose header a forwarder must not pass on: an authoritative server
+/// (AA=1, RA=0) that does not echo RD, or one that sets AD for a client that did not ask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderFlags {
+    pub aa: Option<bool>,
+    pub ra: Option<bool>,
+    pub rd: Option<bool>,
+    pub ad: Option<bool>,
+    pub cd: Option<bool>,
+}
+
 /// Transport a query arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -130,6 +143,7 @@ struct Shared {
     /// Health probes received (see [`is_probe`]), over either transport.
     probes: AtomicUsize,
     server_payload: AtomicU16,
+    header_flags: Mutex<HeaderFlags>,
 }
 
 impl Shared {
@@ -166,7 +180,8 @@ impl Shared {
             }
         };
         let payload = self.server_payload.load(Ordering::SeqCst);
-        reply::plan(&self.zone.lock(), &query, proto, &behavior, payload)
+        let flags = *self.header_flags.lock();
+        reply::plan(&self.zone.lock(), &query, proto, &behavior, payload, flags)
     }
 }
 
@@ -231,6 +246,7 @@ impl FakeUpstream {
             tcp_connections: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
             server_payload: AtomicU16::new(1232),
+            header_flags: Mutex::new(HeaderFlags::default()),
         });
         let (udp, tcp) = serve::bind_pair(ip, at.port()).await;
         let addr = udp.local_addr().unwrap();
@@ -296,6 +312,11 @@ impl FakeUpstream {
     /// The EDNS payload the fake advertises and the cap on its UDP replies (default 1232).
     pub fn set_udp_payload(&self, payload: u16) {
         self.shared.server_payload.store(payload, Ordering::SeqCst);
+    }
+
+    /// Header bits forced on every reply from now on (see [`HeaderFlags`]).
+    pub fn set_header_flags(&self, flags: HeaderFlags) {
+        *self.shared.header_flags.lock() = flags;
     }
 
     pub fn add_a(&self, name: &str, addr: Ipv4Addr, ttl: u32) {

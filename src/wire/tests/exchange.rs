@@ -12,14 +12,24 @@ fn reply_to(query: &[u8], rcode: u16) -> Vec<u8> {
 #[test]
 fn error_reply_echoes_id_opcode_rd_and_question() {
     let q = question("Example.COM", rtype::AXFR, class::IN);
-    let query = msg(0xBEEF, flag::RD | (2 << 11), [1, 0, 0, 0], &[&q]);
+    let query = msg(0xBEEF, flag::RD | flag::CD | (2 << 11), [1, 0, 0, 0], &[&q]);
     let out = reply_to(&query, rcode::NOTIMP);
     let h = Header::parse(&out).unwrap();
     assert_eq!(h.id, 0xBEEF);
-    assert!(h.qr() && h.rd() && h.flags & flag::RA != 0);
-    assert_eq!((h.opcode(), h.rcode()), (2, rcode::NOTIMP));
+    // An unknown opcode: ID, opcode and RD echoed, nothing else set (not RA, not CD).
+    assert_eq!(h.flags, flag::QR | (2 << 11) | flag::RD | rcode::NOTIMP);
     assert_eq!((h.qdcount, h.ancount, h.nscount, h.arcount), (1, 0, 0, 0));
     assert_eq!(&out[HEADER_LEN..], &q[..]);
+}
+
+#[test]
+fn error_reply_to_a_query_has_the_header_every_reply_has() {
+    let q = question("Example.COM", rtype::AXFR, class::IN);
+    let query = msg(0xBEEF, flag::RD | flag::CD, [1, 0, 0, 0], &[&q]);
+    let out = reply_to(&query, rcode::REFUSED);
+    let h = Header::parse(&out).unwrap();
+    let want = flag::QR | flag::RD | flag::RA | flag::CD | rcode::REFUSED;
+    assert_eq!(h.flags, want, "{:#06x}", h.flags);
 }
 
 #[test]

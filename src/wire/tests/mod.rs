@@ -6,6 +6,7 @@ mod exchange;
 mod oracle_query;
 mod oracle_response;
 mod query;
+mod reply_header;
 mod response;
 mod strategy;
 

@@ -158,7 +158,7 @@ proptest! {
         let mut question = stored[HEADER_LEN..qend].to_vec();
         let name_len = question.len() - 4;
         flip_case(&mut question[..name_len], &mask);
-        let client = Client { id, question: &question, has_edns, max_len };
+        let client = Client { header: ClientHeader { id, flags: flag::RD, dnssec_ok: false }, question: &question, has_edns, max_len };
         let mut out = Vec::new();
         write_reply(&stored, &layout, &client, ttl, &mut out);
 
@@ -237,7 +237,11 @@ fn serve_anything(bytes: &[u8], max_len: usize) {
             .to_vec();
         for has_edns in [true, false] {
             let client = Client {
-                id: 1,
+                header: ClientHeader {
+                    id: 1,
+                    flags: flag::RD,
+                    dnssec_ok: false,
+                },
                 question: &q,
                 has_edns,
                 max_len,

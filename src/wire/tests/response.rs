@@ -210,7 +210,11 @@ fn serve(
 ) -> Message {
     let client_q = question("ExAmple.cOM", rtype::A, class::IN);
     let client = Client {
-        id: 0xABCD,
+        header: ClientHeader {
+            id: 0xABCD,
+            flags: flag::RD,
+            dnssec_ok: false,
+        },
         question: &client_q,
         has_edns,
         max_len,

@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::zone::{self, Zone};
-use super::{Behavior, FORGED_QNAME, FORGERY_LEAD, POISON_A, POISON_AAAA, Proto};
+use super::{Behavior, FORGED_QNAME, FORGERY_LEAD, HeaderFlags, POISON_A, POISON_AAAA, Proto};
 
 /// One thing to send: wait `delay`, then send `bytes` (from a fresh socket if `other_source`).
 pub struct Send {
@@ -69,15 +69,18 @@ impl Query {
     }
 }
 
-/// Builds the replies for `query` received over `proto` under `behavior`.
+/// Builds the replies for `query` received over `proto` under `behavior`, every one with the
+/// header bits `flags` forces.
 pub fn plan(
     zone: &Zone,
     query: &Query,
     proto: Proto,
     behavior: &Behavior,
     server_payload: u16,
+    flags: HeaderFlags,
 ) -> Vec<Send> {
     let mut genuine = response_shell(&query.message);
+    force_flags(&mut genuine, flags);
     if query.message.edns.is_some() {
         let mut edns = Edns::new();
         edns.set_max_payload(server_payload);
@@ -171,6 +174,24 @@ fn response_shell(query: &Message) -> Message {
     response.metadata.checking_disabled = query.metadata.checking_disabled;
     response.queries = query.queries.clone();
     response
+}
+
+/// Overrides the header bits `flags` names; forgeries and truncated copies are made from the
+/// result, so they carry the same bits.
+fn force_flags(response: &mut Message, flags: HeaderFlags) {
+    let m = &mut response.metadata;
+    let bits = [
+        (flags.aa, &mut m.authoritative),
+        (flags.ra, &mut m.recursion_available),
+        (flags.rd, &mut m.recursion_desired),
+        (flags.ad, &mut m.authentic_data),
+        (flags.cd, &mut m.checking_disabled),
+    ];
+    for (forced, bit) in bits {
+        if let Some(on) = forced {
+            *bit = on;
+        }
+    }
 }
 
 /// Encodes `message`, or its truncated form (TC=1, records removed, RFC 2181 §9) when the full
