@@ -146,8 +146,8 @@ fn rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// Raises this process's open-file limit to at least `want` (children inherit it); false
-/// when the hard limit is lower.
+/// Raises this process's open-file limit to at least `want` (children inherit it), the hard
+/// limit too where it is lower (root may); false when that is refused.
 #[allow(unsafe_code)]
 fn raise_nofile(want: u64) -> bool {
     let mut lim = libc::rlimit {
@@ -155,13 +155,14 @@ fn raise_nofile(want: u64) -> bool {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives here.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_max < want {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return false;
     }
     if lim.rlim_cur >= want {
         return true;
     }
     lim.rlim_cur = want;
+    lim.rlim_max = lim.rlim_max.max(want);
     // SAFETY: setrlimit reads one initialised rlimit from the struct it is given.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
 }
@@ -189,11 +190,23 @@ fn open_idle(addr: SocketAddr, n: usize) -> Vec<socket2::Socket> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_admin_connections_cost_little_and_dns_keeps_answering() {
     const IDLE: usize = 10_000;
-    assert!(
-        raise_nofile(IDLE as u64 + 2048),
-        "the open-file hard limit is below {}",
-        IDLE + 2048
-    );
+    if !raise_nofile(IDLE as u64 + 2048) {
+        // Only root may raise a hard limit; CI runs as root, where this must not skip.
+        let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        });
+        assert!(
+            !root,
+            "the open-file limit could not be raised to {}",
+            IDLE + 2048
+        );
+        eprintln!(
+            "skipped: the open-file hard limit is below {} (run as root)",
+            IDLE + 2048
+        );
+        return;
+    }
     let up = FakeUpstream::start().await;
     up.add_a("ok.example.test.", ADDR, 300);
     up.add_a("during.example.test.", ADDR, 300);
