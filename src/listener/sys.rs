@@ -45,6 +45,13 @@ fn zeroed_storage() -> sockaddr_storage {
     unsafe { zeroed() }
 }
 
+/// The process's effective user ID: who owns the files it creates, and so whom a file it
+/// reads back (the cache snapshot) must belong to.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// A non-blocking UDP socket whose readiness for reading (only) tokio watches.
 #[derive(Debug)]
 pub struct UdpFd(AsyncFd<std::net::UdpSocket>);
