@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use super::units::DNS_PORT;
+use crate::regular_file::{self, Symlinks};
 
 /// Upstreams read from a resolv.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub fn upstreams_from_text(text: &str, listen: &[SocketAddr]) -> Result<ResolvUp
 
 /// Reads `path` and takes its upstreams as [`upstreams_from_text`] does.
 pub fn upstreams_from_file(path: &Path, listen: &[SocketAddr]) -> Result<ResolvUpstreams, String> {
-    let text = std::fs::read_to_string(path)
+    let text = regular_file::read_text(path, super::MAX_FILE, Symlinks::Follow)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     upstreams_from_text(&text, listen).map_err(|reason| format!("{} {reason}", path.display()))
 }
