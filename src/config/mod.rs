@@ -5,6 +5,7 @@
 //! `resolv_conf` zones are resolved into upstream lists here, with the loop guard. It does not
 //! own reloading or watching files; the runtime does that and calls [`load_file`] again.
 
+mod bounds;
 mod check;
 mod locate;
 mod raw;
