@@ -6,6 +6,8 @@
 //! [`SendBatch`] holds up to [`BATCH`] replies and their destinations. Both calls are
 //! non-blocking (`MSG_DONTWAIT`) so the caller can drive them from tokio's readiness
 //! ([`UdpFd::readable`], then [`RecvBatch::read`] until the queue is empty).
+//! It also holds [`effective_uid`], the one other libc call without a safe std form, which
+//! the cache snapshot uses to refuse files another user could have written.
 //!
 //! [`UdpFd`] is a UDP socket registered with tokio for readability only. Tokio's own
 //! `UdpSocket` also asks epoll for writability, and a UDP socket turns writable again each
