@@ -443,16 +443,16 @@ fn unix_now() -> u64 {
 
 fn restore(handler: &Handler, path: &std::path::Path) {
     let started = std::time::Instant::now();
-    match snapshot::load(handler.cache(), path) {
+    match snapshot::load(handler.cache(), path, |qname| handler.ttl_policy(qname)) {
         Ok(l) => tracing::info!(
             restored = l.restored,
             expired = l.expired,
-            corrupt = l.corrupt,
+            dropped = l.dropped,
             took = ?started.elapsed(),
             "cache snapshot {} loaded",
             path.display()
         ),
-        Err(snapshot::SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             tracing::info!("no cache snapshot at {} yet: starting cold", path.display());
         }
         Err(e) => tracing::warn!("cache snapshot {} ignored: {e}", path.display()),

@@ -27,6 +27,8 @@
 //! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`, on TCP and on a unix
 //!   socket for `nodedns probe`.
 //! - [`querylog`]: the opt-in sampled query log.
+//! - [`regular_file`]: bounded, non-blocking reads of regular files (config, resolv.conf,
+//!   snapshot).
 //!
 //! `docs/architecture.md` mirrors this list.
 
@@ -44,6 +46,7 @@ pub mod listener;
 pub mod metrics;
 pub mod netsetup;
 pub mod querylog;
+pub mod regular_file;
 pub mod reload;
 pub mod snapshot;
 pub mod stats;

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config, ConfigError};
+use crate::regular_file::{self, Symlinks};
 
 /// How often watched files are compared with what was last loaded.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -41,13 +42,17 @@ impl Source {
 /// disappearance and return are both changes.
 pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    let mut add = |path: &std::path::Path| match std::fs::read(path) {
-        Ok(bytes) => {
-            h.update(&[1]);
-            h.update(&bytes);
-        }
-        Err(_) => h.update(&[0]),
-    };
+    // Bounded and regular files only, as loading them is: a FIFO or a huge file named
+    // here must not hold the control loop.
+    let mut add =
+        |path: &std::path::Path| match regular_file::read(path, config::MAX_FILE, Symlinks::Follow)
+        {
+            Ok(bytes) => {
+                h.update(&[1]);
+                h.update(&bytes);
+            }
+            Err(_) => h.update(&[0]),
+        };
     if let Source::File(path) = source {
         add(path);
     }

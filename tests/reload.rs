@@ -290,3 +290,77 @@ async fn loop_until_answer(addr: SocketAddr, name: &str) -> hickory_proto::op::M
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Opens `fifo` for writing after a while, which releases a reader stuck opening it: a
+/// failing test then ends instead of hanging.
+fn release_later(fifo: &Path) {
+    let fifo = fifo.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(8));
+        let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_pointed_at_a_fifo_is_refused_at_once() {
+    let up = fake_with_hot_name().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_forwarding_to(up.addr()));
+    let ns = Nodedns::start_file(&path, Duration::from_secs(3600)).await;
+    std::fs::remove_file(&path).unwrap();
+    mkfifo(&path);
+    release_later(&path);
+    let reload = tokio::time::timeout(Duration::from_secs(5), ns.control.reload()).await;
+    let err = reload.expect("a reload reading a FIFO hung").unwrap_err();
+    assert!(err.contains("FIFO"), "{err}");
+    let r = client::query_udp(ns.addr, "hot.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert_eq!(answer_a(&r), vec![ADDR], "the old config stopped serving");
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_process_while_a_watched_file_is_a_fifo() {
+    let up = fake_with_hot_name().await;
+    for fifo_is in ["config", "resolv_conf"] {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 198.18.0.53\n").unwrap();
+        let listen: SocketAddr = (IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()).into();
+        let text = format!(
+            "[listen]\naddresses = [\"{listen}\"]\nworkers = 1\n[admin]\naddress = \"\"\n\
+             [[zones]]\nname = \".\"\nupstreams = [\"{}\"]\n\
+             [[zones]]\nname = \"corp.test\"\nresolv_conf = \"resolv.conf\"\n",
+            up.addr()
+        );
+        let cfg = write_config(dir.path(), &text);
+        let log = dir.path().join("nodedns.log");
+        let mut daemon = Daemon::start_logged(&cfg, &log);
+        wait_ready(listen, "hot.example.test").await;
+        let fifo = if fifo_is == "config" { &cfg } else { &resolv };
+        std::fs::remove_file(fifo).unwrap();
+        mkfifo(fifo);
+        release_later(fifo);
+        daemon.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(5)).code(),
+            Some(0),
+            "{fifo_is} as a FIFO"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("config reload refused") && text.contains("FIFO"),
+            "{fifo_is}: {text}"
+        );
+    }
+}

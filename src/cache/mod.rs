@@ -204,6 +204,11 @@ impl Cache {
         self.store.remove(key)
     }
 
+    /// How long entries are kept past expiry (`Limits::stale_max`, as last set).
+    pub fn stale_max(&self) -> Duration {
+        Duration::from_nanos(self.stale_max_nanos.load(Ordering::Relaxed))
+    }
+
     /// Applies new limits (config reload): evicts down to them at once; entries survive.
     pub fn set_limits(&self, limits: Limits) {
         self.stale_max_nanos

@@ -158,6 +158,26 @@ impl Check<'_> {
         })
     }
 
+    /// A duration that must not exceed `max`, the most any operator means (see
+    /// docs/config.md for each key's bound and why).
+    pub fn at_most(
+        &mut self,
+        field: Option<Field<Duration>>,
+        max: Duration,
+    ) -> Option<Field<Duration>> {
+        let field = field?;
+        if field.value <= max {
+            return Some(field);
+        }
+        let reason = format!(
+            "{} is above the most allowed, {}",
+            format_duration(field.value),
+            format_duration(max)
+        );
+        self.error(field.span, &field.key, reason);
+        None
+    }
+
     /// Requires `lo <= hi`, reporting at `hi` if it was set, else at `lo`.
     pub fn not_above(&mut self, lo: &Field<Duration>, hi: &Field<Duration>) -> bool {
         if lo.value <= hi.value {

@@ -5,6 +5,7 @@
 //! `resolv_conf` zones are resolved into upstream lists here, with the loop guard. It does not
 //! own reloading or watching files; the runtime does that and calls [`load_file`] again.
 
+mod bounds;
 mod check;
 mod locate;
 mod raw;
@@ -16,6 +17,12 @@ mod zones;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::regular_file::{self, Symlinks};
+
+/// Largest config file or resolv.conf read: far beyond any real one, and small enough that
+/// a reload never holds the control loop reading.
+pub const MAX_FILE: u64 = 1 << 20;
 
 pub use units::{format_duration, parse_duration, parse_size, parse_upstream};
 pub use zones::{normalize_zone_name, parse_probe};
@@ -257,7 +264,9 @@ fn render(diags: &[Diagnostic]) -> String {
 /// directory, so a config and the resolv.conf beside it can move together.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // Symlinks followed: a ConfigMap mount is one. The target must be a regular file, read
+    // without blocking (see `crate::regular_file`).
+    let text = regular_file::read_text(path, MAX_FILE, Symlinks::Follow).map_err(|e| {
         ConfigError(vec![Diagnostic {
             file: origin.clone(),
             line: 1,

@@ -8,7 +8,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use super::units::DNS_PORT;
+use super::units::{DNS_PORT, is_own_address, not_a_resolver};
+use crate::regular_file::{self, Symlinks};
 
 /// Upstreams read from a resolv.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,8 @@ pub const MAX_UPSTREAMS: usize = 16;
 /// The `nameserver` addresses of a resolv.conf text, in order, without duplicates.
 ///
 /// Comments start with `#` or `;`; only the first word after `nameserver` counts, as in glibc
-/// `res_init`; an IPv6 zone index (`%eth0`) is dropped and unparsable entries are skipped.
+/// `res_init`; an IPv6 zone index (`%eth0`) is dropped, and unparsable entries and addresses
+/// that name no single host (unspecified, broadcast, multicast) are skipped.
 pub fn nameservers(text: &str) -> Vec<IpAddr> {
     let mut found = Vec::new();
     for line in text.lines() {
@@ -37,6 +39,10 @@ pub fn nameservers(text: &str) -> Vec<IpAddr> {
         let Some(word) = words.next() else { continue };
         let address = word.split('%').next().unwrap_or(word);
         match address.parse::<IpAddr>() {
+            Ok(ip) if not_a_resolver(ip).is_some() => {
+                let why = not_a_resolver(ip).unwrap_or_default();
+                tracing::warn!(nameserver = word, "resolv.conf: {why}, skipped");
+            }
             Ok(ip) if !found.contains(&ip) => found.push(ip),
             Ok(_) => {}
             Err(_) => tracing::warn!(nameserver = word, "resolv.conf: not an IP address, skipped"),
@@ -56,7 +62,7 @@ pub fn upstreams_from_text(text: &str, listen: &[SocketAddr]) -> Result<ResolvUp
     let (skipped, mut upstreams): (Vec<SocketAddr>, Vec<SocketAddr>) = all
         .into_iter()
         .map(|ip| SocketAddr::new(ip, DNS_PORT))
-        .partition(|addr| listen.contains(addr));
+        .partition(|&addr| is_own_address(addr, listen));
     if upstreams.is_empty() {
         let own: Vec<String> = skipped.iter().map(ToString::to_string).collect();
         return Err(format!(
@@ -79,7 +85,7 @@ pub fn upstreams_from_text(text: &str, listen: &[SocketAddr]) -> Result<ResolvUp
 
 /// Reads `path` and takes its upstreams as [`upstreams_from_text`] does.
 pub fn upstreams_from_file(path: &Path, listen: &[SocketAddr]) -> Result<ResolvUpstreams, String> {
-    let text = std::fs::read_to_string(path)
+    let text = regular_file::read_text(path, super::MAX_FILE, Symlinks::Follow)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     upstreams_from_text(&text, listen).map_err(|reason| format!("{} {reason}", path.display()))
 }

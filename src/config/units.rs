@@ -136,15 +136,45 @@ pub fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
             "`{text}` is not an IP address or IP:port (upstreams are addresses, not names)"
         ));
     };
-    if addr.ip().is_unspecified() {
-        return Err(format!(
-            "`{text}` is the unspecified address, not a resolver"
-        ));
+    if let Some(why) = not_a_resolver(addr.ip()) {
+        return Err(format!("`{text}` is {why}, not a resolver"));
     }
     if addr.port() == 0 {
         return Err(format!("`{text}`: port 0 cannot be sent to"));
     }
     Ok(addr)
+}
+
+/// Why no resolver can be at `ip`, if none can: addresses that name no single host. A
+/// subnet's directed broadcast address (`10.0.0.255` in a /24) looks like any host address
+/// without the subnet's mask, which a config does not know, so it is not caught here.
+pub(super) fn not_a_resolver(ip: IpAddr) -> Option<&'static str> {
+    // `::ffff:a.b.c.d` is the IPv4 address a.b.c.d to a dual-stack socket.
+    match ip.to_canonical() {
+        ip if ip.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => {
+            Some("in 0.0.0.0/8, which names this network, not a host (RFC 1122 §3.2.1.3)")
+        }
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        ip if ip.is_multicast() => Some("a multicast address"),
+        _ => None,
+    }
+}
+
+/// The loop guard: whether queries sent to `upstream` would arrive at one of nodedns's own
+/// `listen` addresses. They do when the port is the same and so is the address (an
+/// IPv4-mapped IPv6 address counting as its IPv4 address), and when a listen address is
+/// unspecified, which receives what is sent to every local address, loopback included (a
+/// defence: listen addresses are refused unspecified today). A socket bound to one loopback
+/// address receives nothing sent to another, so `127.0.0.53` (systemd-resolved) stays a
+/// valid upstream of a nodedns on `127.0.0.1:53`. A loop through another resolver that
+/// forwards back to nodedns cannot be seen in addresses.
+pub fn is_own_address(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
+    let up = upstream.ip().to_canonical();
+    listen.iter().any(|own| {
+        let ip = own.ip().to_canonical();
+        own.port() == upstream.port() && (ip == up || (ip.is_unspecified() && up.is_loopback()))
+    })
 }
 
 fn bracketed_v6(text: &str) -> Option<Ipv6Addr> {

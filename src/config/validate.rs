@@ -7,17 +7,15 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::bounds::*;
 use super::check::{Check, Field};
 use super::raw::{RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
 use super::units::{parse_listen, parse_with_port};
 use super::zones::{self, TtlFields};
 use super::{Admin, Cache, Config, Forward, Interface, Log, LogFormat};
 
-const SECOND: Duration = Duration::from_secs(1);
 const DEFAULT_LISTEN: &str = "169.254.20.10:53";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9253";
-/// Any `u32`/`usize` count: the check is only that it fits and is at least the minimum.
-const ANY: i64 = i64::MAX;
 
 /// Builds the config, or returns `None` when `check` has recorded problems.
 pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<Config> {
@@ -57,7 +55,7 @@ pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<
 
 fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
     let addresses = listen_addresses(c, &raw.addresses);
-    let workers = c.count("listen.workers", &raw.workers, 0, (0, 4096));
+    let workers = c.count("listen.workers", &raw.workers, 0, (0, MAX_WORKERS));
     // RFC 6891 §6.2.5: a payload size below 512 is treated as 512.
     let udp_max_payload = c.count(
         "listen.udp_max_payload",
@@ -69,21 +67,28 @@ fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
         "listen.tcp_max_connections",
         &raw.tcp_max_connections,
         1000,
-        (1, ANY),
+        (1, MAX_TCP_CONNECTIONS),
     );
     let tcp_idle = c.positive(
         "listen.tcp_idle_timeout",
         &raw.tcp_idle_timeout,
         10 * SECOND,
     );
+    let tcp_idle = c.at_most(tcp_idle, 10 * MINUTE);
     let pipelined = c.count(
         "listen.tcp_max_pipelined",
         &raw.tcp_max_pipelined,
         64,
-        (1, ANY),
+        (1, MAX_PIPELINED),
     );
-    let max_inflight = c.count("listen.max_inflight", &raw.max_inflight, 10_000, (1, ANY));
+    let max_inflight = c.count(
+        "listen.max_inflight",
+        &raw.max_inflight,
+        10_000,
+        (1, MAX_INFLIGHT),
+    );
     let drain = c.duration("listen.drain_timeout", &raw.drain_timeout, 5 * SECOND);
+    let drain = c.at_most(drain, 10 * MINUTE);
     Some(super::Listen {
         addresses: addresses?,
         workers: workers?.value,
@@ -150,6 +155,7 @@ fn interface(c: &mut Check<'_>, raw: &RawInterface) -> Option<Interface> {
         c.error(fallback.span.clone(), &fallback.key, reason);
     }
     let check_interval = c.positive("interface.check_interval", &raw.check_interval, 60 * SECOND);
+    let check_interval = c.at_most(check_interval, HOUR);
     Some(Interface {
         manage: raw.manage.unwrap_or(false),
         name: name_ok.then_some(name.value)?,
@@ -169,23 +175,32 @@ fn valid_interface_name(name: &str) -> bool {
 }
 
 fn cache(c: &mut Check<'_>, raw: &RawCache, base_dir: &Path) -> (Option<Cache>, Option<TtlFields>) {
-    let capacity = c.count("cache.capacity", &raw.capacity, 100_000, (1, ANY));
+    let capacity = c.count("cache.capacity", &raw.capacity, 100_000, (1, MAX_CAPACITY));
     let max_bytes = c.size("cache.max_bytes", &raw.max_bytes, 64 << 20);
     if let Some(field) = max_bytes.as_ref().filter(|f| f.value < 4096) {
         c.error(field.span.clone(), &field.key, "at least 4KiB is needed");
     }
+    if let Some(field) = max_bytes.as_ref().filter(|f| f.value > MAX_CACHE_BYTES) {
+        c.error(
+            field.span.clone(),
+            &field.key,
+            "above the most allowed, 64GiB",
+        );
+    }
     let ttl = zones::global_ttl(c, raw);
     let stale_max = c.duration("cache.stale_max", &raw.stale_max, 3600 * SECOND);
+    let stale_max = c.at_most(stale_max, MAX_STALE);
     let stale_timeout = c.duration(
         "cache.stale_client_timeout",
         &raw.stale_client_timeout,
         Duration::from_millis(1800),
     );
+    let stale_timeout = c.at_most(stale_timeout, MINUTE);
     let waiters = c.count(
         "cache.max_waiters_per_key",
         &raw.max_waiters_per_key,
         256,
-        (1, ANY),
+        (1, MAX_WAITERS),
     );
     let snapshot = raw.snapshot.as_ref().map(|s| base_dir.join(s.get_ref()));
     if let Some(s) = raw.snapshot.as_ref().filter(|s| s.get_ref().is_empty()) {
@@ -212,8 +227,9 @@ fn cache(c: &mut Check<'_>, raw: &RawCache, base_dir: &Path) -> (Option<Cache>, 
 
 fn forward(c: &mut Check<'_>, raw: &RawForward) -> Option<Forward> {
     let ms = Duration::from_millis;
-    let attempts = c.count("forward.attempts", &raw.attempts, 3, (1, ANY));
+    let attempts = c.count("forward.attempts", &raw.attempts, 3, (1, MAX_ATTEMPTS));
     let deadline = c.positive("forward.deadline", &raw.deadline, 2 * SECOND);
+    let deadline = c.at_most(deadline, MINUTE);
     let min = c.positive(
         "forward.min_attempt_timeout",
         &raw.min_attempt_timeout,
@@ -229,18 +245,31 @@ fn forward(c: &mut Check<'_>, raw: &RawForward) -> Option<Forward> {
         &raw.initial_attempt_timeout,
         ms(500),
     );
-    let down_after = c.count("forward.down_after", &raw.down_after, 3, (1, ANY));
+    let (min, max, initial) = (
+        c.at_most(min, MINUTE),
+        c.at_most(max, MINUTE),
+        c.at_most(initial, MINUTE),
+    );
+    let down_after = c.count(
+        "forward.down_after",
+        &raw.down_after,
+        3,
+        (1, MAX_DOWN_AFTER),
+    );
     let probe = c.positive("forward.probe_interval", &raw.probe_interval, SECOND);
+    let probe = c.at_most(probe, HOUR);
     let probe_max = c.positive(
         "forward.probe_max_interval",
         &raw.probe_max_interval,
         30 * SECOND,
     );
+    let probe_max = c.at_most(probe_max, HOUR);
     let tcp_idle = c.positive(
         "forward.tcp_idle_timeout",
         &raw.tcp_idle_timeout,
         10 * SECOND,
     );
+    let tcp_idle = c.at_most(tcp_idle, HOUR);
     let timeouts_ok = ordered(c, &[&min, &initial, &max]);
     let probes_ok = ordered(c, &[&probe, &probe_max]);
     if !(timeouts_ok && probes_ok) {

@@ -8,16 +8,12 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::bounds::{MAX_TTL_CAP, MIN_TTL_CAP, NEGATIVE_TTL_CAP, SERVFAIL_TTL_CAP};
 use super::check::{Check, Field};
 use super::raw::{Opt, RawCache, RawZone, Scalar};
 use super::resolv::{self, MAX_UPSTREAMS};
-use super::units::{format_duration, parse_upstream};
+use super::units::{format_duration, is_own_address, parse_upstream};
 use super::{CacheTtl, Policy, Probe, Transport, Zone};
-
-/// RFC 2308 §7.1: a server failure may be cached for at most five minutes.
-const SERVFAIL_TTL_CAP: Duration = Duration::from_secs(300);
-/// RFC 2181 §8: a TTL is at most 2^31 - 1 seconds.
-const TTL_CAP: Duration = Duration::from_secs(i32::MAX as u64);
 
 /// The four TTL clamps, with where each came from.
 #[derive(Debug, Clone)]
@@ -75,19 +71,21 @@ fn ttl_fields(
     [min, max, negative, servfail]: [&Opt<Scalar>; 4],
     base: &TtlFields,
 ) -> Option<TtlFields> {
-    let min = ttl(c, &format!("{prefix}.min_ttl"), min, &base.min);
-    let max = ttl(c, &format!("{prefix}.max_ttl"), max, &base.max);
+    let min = ttl(c, &format!("{prefix}.min_ttl"), min, &base.min, MIN_TTL_CAP);
+    let max = ttl(c, &format!("{prefix}.max_ttl"), max, &base.max, MAX_TTL_CAP);
     let negative = ttl(
         c,
         &format!("{prefix}.negative_max_ttl"),
         negative,
         &base.negative,
+        NEGATIVE_TTL_CAP,
     );
     let servfail = ttl(
         c,
         &format!("{prefix}.servfail_ttl"),
         servfail,
         &base.servfail,
+        Duration::MAX,
     )
     .filter(|field| servfail_within_cap(c, field));
     let fields = TtlFields {
@@ -111,26 +109,23 @@ fn servfail_within_cap(c: &mut Check<'_>, servfail: &Field<Duration>) -> bool {
     false
 }
 
-/// One TTL clamp: whole seconds (DNS TTLs are), at most 2^31 - 1; `base` when not set.
+/// One TTL clamp: whole seconds (DNS TTLs are), at most `cap`; `base` when not set.
 fn ttl(
     c: &mut Check<'_>,
     key: &str,
     raw: &Opt<Scalar>,
     base: &Field<Duration>,
+    cap: Duration,
 ) -> Option<Field<Duration>> {
     if raw.is_none() {
         return Some(base.clone());
     }
     let field = c.duration(key, raw, base.value)?;
-    let reason = if field.value.subsec_nanos() != 0 {
-        "TTLs are whole seconds"
-    } else if field.value > TTL_CAP {
-        "above the largest TTL, 2^31 - 1 seconds (RFC 2181 §8)"
-    } else {
-        return Some(field);
-    };
-    c.error(field.span, key, reason);
-    None
+    if field.value.subsec_nanos() != 0 {
+        c.error(field.span, key, "TTLs are whole seconds");
+        return None;
+    }
+    c.at_most(Some(field), cap)
 }
 
 /// Every `[[zones]]` entry, checked and resolved; at least one is required.
@@ -351,7 +346,7 @@ fn upstream_list(
     for text in list.get_ref() {
         let reason = match parse_upstream(text.get_ref()) {
             Err(reason) => reason,
-            Ok(addr) if ctx.listen.contains(&addr) => {
+            Ok(addr) if is_own_address(addr, ctx.listen) => {
                 format!("{addr} is nodedns's own listen address: forwarding loop")
             }
             Ok(addr) if upstreams.contains(&addr) => format!("{addr} is listed twice"),

@@ -180,6 +180,12 @@ impl Handler {
         &self.cache
     }
 
+    /// The TTL rules of the zone that routes `qname` (lowercased wire form) under the
+    /// current config; `None` when no zone does.
+    pub fn ttl_policy(&self, qname: &[u8]) -> Option<TtlPolicy> {
+        self.routing.load().zones.route(qname).map(|z| z.ttl)
+    }
+
     /// Every upstream of the current config.
     pub fn upstreams(&self) -> parking_lot::MutexGuard<'_, UpstreamSet> {
         self.upstreams.lock()

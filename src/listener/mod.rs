@@ -7,7 +7,8 @@
 //! [`crate::handler`]'s job. It also binds the admin endpoint's TCP listener, which is never
 //! shared ([`bind_tcp_exclusive`]).
 
-// The crate's only unsafe code: the batched syscalls, each block with its SAFETY note.
+// The crate's only unsafe code: the batched syscalls and geteuid, each block with its
+// SAFETY note.
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tcp;

@@ -6,6 +6,8 @@
 //! [`SendBatch`] holds up to [`BATCH`] replies and their destinations. Both calls are
 //! non-blocking (`MSG_DONTWAIT`) so the caller can drive them from tokio's readiness
 //! ([`UdpFd::readable`], then [`RecvBatch::read`] until the queue is empty).
+//! It also holds [`effective_uid`], the one other libc call without a safe std form, which
+//! the cache snapshot uses to refuse files another user could have written.
 //!
 //! [`UdpFd`] is a UDP socket registered with tokio for readability only. Tokio's own
 //! `UdpSocket` also asks epoll for writability, and a UDP socket turns writable again each
@@ -43,6 +45,13 @@ fn zeroed_storage() -> sockaddr_storage {
     // SAFETY: `sockaddr_storage` is plain old data (integers and byte arrays); all-zero is a
     // valid value (family AF_UNSPEC).
     unsafe { zeroed() }
+}
+
+/// The process's effective user ID: who owns the files it creates, and so whom a file it
+/// reads back (the cache snapshot) must belong to.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// A non-blocking UDP socket whose readiness for reading (only) tokio watches.

@@ -1,7 +1,9 @@
 //! Whole-config tests: the fixtures under `tests/fixtures/config/` and the embedded default
-//! (`fixtures`), and rules checked on small TOML texts (`rules`).
+//! (`fixtures`), rules checked on small TOML texts (`rules`), and the range of every number,
+//! duration and upstream address (`bounds`).
 #![allow(clippy::unwrap_used)]
 
+mod bounds;
 mod fixtures;
 mod rules;
 
