@@ -1,5 +1,6 @@
 //! The validation and scope rules of `normalize_for_zone` on hand-built messages: each kind
-//! of malformed answer, valid compression at its limits, the chain rule and the zone rule.
+//! of malformed answer, valid compression at its limits, the chain rule, the zone rule, and
+//! the options of our OPT giving way to the client's size limit.
 
 use super::*;
 use hickory_proto::op::Message;
@@ -377,4 +378,48 @@ fn other_sections_keep_only_names_in_the_zone() {
     // The root zone keeps them all.
     let (_, analysis, _) = normalize_in(".", &resp).unwrap();
     assert_eq!(analysis.dropped, 0);
+}
+
+#[test]
+fn ede_options_give_way_before_any_record() {
+    let text = vec![b'x'; 3000];
+    let ede = option(15, &[&[0u8, 22][..], &text].concat());
+    let answers: Vec<Vec<u8>> = (1..=3).map(|i| a(&[0xC0, 12], i)).collect();
+    let resp = msg(
+        1,
+        QR,
+        [1, 3, 0, 1],
+        &[
+            &q(),
+            &answers[0],
+            &answers[1],
+            &answers[2],
+            &opt(1232, 0, &ede),
+        ],
+    );
+    let mut stored = Vec::new();
+    let (_, layout) = normalize_response(&resp, &mut stored).unwrap();
+    let question = q();
+    for (has_edns, max_len) in [(true, 512), (true, 1232), (false, 512), (true, 65535)] {
+        let client = Client {
+            header: ClientHeader {
+                id: 7,
+                flags: flag::RD,
+                dnssec_ok: false,
+            },
+            question: &question,
+            has_edns,
+            max_len,
+        };
+        let mut out = Vec::new();
+        write_reply(&stored, &layout, &client, TtlRewrite::Fixed(5), &mut out);
+        assert!(out.len() <= max_len, "{} > {max_len}", out.len());
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.answers.len(), 3, "answers kept at {max_len}");
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.edns.is_some(), has_edns);
+        if max_len == 65535 {
+            assert!(out.len() > 3000, "the EDE is kept when it fits");
+        }
+    }
 }
