@@ -38,18 +38,21 @@ fn chain_response() -> Vec<u8> {
     let mut r = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 2, 0, 3];
     // Question at 12: www.example.com. A IN.
     r.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
-    // CNAME owner -> 12; target e1.cdn.example.net. written at 45 + 12 = 57.
+    // CNAME owner -> 12; its target, e1.cdn.example.net., is the RDATA.
     r.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0x0e, 0x10, 0, 20]);
+    let [target_hi, target] = (0xc000 | r.len() as u16).to_be_bytes();
+    let [cdn_hi, cdn] = (0xc000 | (r.len() + 3) as u16).to_be_bytes();
     r.extend_from_slice(b"\x02e1\x03cdn\x07example\x03net\x00");
     for last in [1u8, 2] {
-        r.extend_from_slice(&[0xc0, 57, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last]);
+        r.extend_from_slice(&[target_hi, target, 0, 1, 0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&[0, 4, 192, 0, 2, last]);
     }
-    // Authority: cdn.example.net. NS ns1/ns2.cdn.example.net. (60 is `cdn.example.net.`).
+    // Authority: cdn.example.net. NS ns1/ns2.cdn.example.net.
     let mut ns_at = Vec::new();
     for n in [b'1', b'2'] {
-        r.extend_from_slice(&[0xc0, 60, 0, 2, 0, 1, 0, 0, 0x0e, 0x10, 0, 6]);
+        r.extend_from_slice(&[cdn_hi, cdn, 0, 2, 0, 1, 0, 0, 0x0e, 0x10, 0, 6]);
         ns_at.push(r.len());
-        r.extend_from_slice(&[3, b'n', b's', n, 0xc0, 60]);
+        r.extend_from_slice(&[3, b'n', b's', n, cdn_hi, cdn]);
     }
     for (i, at) in ns_at.into_iter().enumerate() {
         let [hi, lo] = (0xc000 | at as u16).to_be_bytes();

@@ -192,11 +192,8 @@ pub fn normalize_for_zone(
     let mut scope = Scope::new(zone);
     let mut at = HEADER_LEN;
     for _ in 0..header.qdcount {
-        let mut qname = Name::default();
-        at = read_name(resp, at, Some(&mut qname)).map_err(|e| WireError::walk(e, "question"))? + 4;
-        if header.qdcount == 1 {
-            scope.set_question(qname);
-        }
+        let name = (header.qdcount == 1).then(|| scope.question_mut());
+        at = read_name(resp, at, name).map_err(|e| WireError::walk(e, "question"))? + 4;
     }
     if at > resp.len() {
         return Err(WireError::Truncated("question"));
@@ -305,16 +302,18 @@ fn walk_record(
     out: &mut Vec<u8>,
 ) -> Result<usize, WireError> {
     let rr = read_rr(resp, at).map_err(|e| WireError::walk(e, "record"))?;
-    let mut owner = Name::default();
-    // Most answers are owned by the question's name through a pointer to it (offset 12,
-    // checked already, and always before this record): that needs no decompression.
-    let at_qname = section == 0
-        && scope.has_question()
-        && resp.get(rr.start..rr.start + 2) == Some(&[0xC0, 12][..]);
-    if !at_qname {
-        // The owner's bytes are only needed to compare names; every name is checked anyway.
-        let need_owner = section == 0 || !scope.zone_is_root();
-        read_name(resp, rr.start, need_owner.then_some(&mut owner))
+    // Most answers are owned by a name on the chain through a pointer to where it was read
+    // (the question at offset 12, a CNAME's target), checked already: when that place is
+    // before this record, the owner needs no decompression.
+    let owner_on_chain = section == 0
+        && rr.ttl_at == rr.start + 6
+        && owner_pointer(resp, rr.start).is_some_and(|t| t < rr.start && scope.chain_name_at(t));
+    // The owner's bytes are only needed to compare names; every name is checked anyway.
+    // The buffer is only made (255 bytes zeroed) when they are needed.
+    let need_owner = !owner_on_chain && (section == 0 || !scope.zone_is_root());
+    let mut owner = need_owner.then(Name::default);
+    if !owner_on_chain {
+        read_name(resp, rr.start, owner.as_mut())
             .map_err(|e| WireError::walk(e, "record owner"))?;
     }
     check_rdata(resp, &rr).map_err(|e| WireError::walk(e, "RDATA"))?;
@@ -336,11 +335,13 @@ fn walk_record(
     if walk.opt.is_some() {
         return Ok(rr.end);
     }
-    let keep = match section {
-        0 => scope
-            .answer(resp, &rr, (!at_qname).then_some(&owner))
+    let keep = match (section, &owner) {
+        (0, owner) => scope
+            .answer(resp, &rr, owner.as_ref())
             .map_err(|e| WireError::walk(e, "RDATA"))?,
-        _ => scope.in_zone(&owner),
+        (_, Some(owner)) => scope.in_zone(owner),
+        // The root zone: every owner is in it.
+        (_, None) => true,
     };
     if !keep {
         walk.dropped = walk.dropped.saturating_add(1);
@@ -378,6 +379,14 @@ fn walk_record(
         walk.soa_ttl = Some(ttl.min(sane_ttl(minimum)));
     }
     Ok(rr.end)
+}
+
+/// The target of the compression pointer at `at`, if there is one there.
+fn owner_pointer(resp: &[u8], at: usize) -> Option<usize> {
+    match resp.get(at..at + 2)? {
+        &[hi, lo] if hi & 0xC0 == 0xC0 => Some((usize::from(hi & 0x3F) << 8) | usize::from(lo)),
+        _ => None,
+    }
 }
 
 /// Appends our OPT: upstream's extended rcode and DO, our UDP size, version 0, and only the

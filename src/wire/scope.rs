@@ -24,15 +24,20 @@ struct Link {
     /// The owner of a DNAME on the chain, not a name on it: only the DNAME and its RRSIGs
     /// are kept at it.
     dname_owner: bool,
+    /// Where the name sits in the message, when it was read from there whole (a CNAME's
+    /// target): an owner that is just a pointer to it is this name, with no decompression.
+    at: Option<usize>,
 }
 
 /// The chain so far and the zone, for one answer.
 pub(super) struct Scope<'z> {
     /// The zone's apex in wire form, lowercased.
     zone: &'z [u8],
-    /// The question's name; `None` when the message has no single question, and then the
-    /// chain rule does not apply.
-    qname: Option<Name>,
+    /// The question's name, valid when `has_question`; without a single question the chain
+    /// rule does not apply. Read in place ([`Scope::question_mut`]): a name is 256 bytes, and
+    /// copying it costs a miss more than comparing it.
+    qname: Name,
+    has_question: bool,
     /// Names added by CNAME and DNAME records, in the order they were met. Most answers add
     /// none, and then nothing is allocated.
     more: Vec<Link>,
@@ -43,23 +48,28 @@ impl<'z> Scope<'z> {
     pub(super) fn new(zone: &'z [u8]) -> Scope<'z> {
         Scope {
             zone,
-            qname: None,
+            qname: Name::default(),
+            has_question: false,
             more: Vec::new(),
         }
     }
 
-    pub(super) fn set_question(&mut self, qname: Name) {
-        self.qname = Some(qname);
+    /// Where the question's name is to be read; the chain rule applies from then on.
+    pub(super) fn question_mut(&mut self) -> &mut Name {
+        self.has_question = true;
+        &mut self.qname
     }
 
-    /// Whether the message has a single question (then its name is at offset 12, checked).
-    pub(super) fn has_question(&self) -> bool {
-        self.qname.is_some()
+    /// Whether the name starting at offset `at` of the message, already checked, is on the
+    /// chain: the question's name (offset 12) or a CNAME target read there.
+    pub(super) fn chain_name_at(&self, at: usize) -> bool {
+        (at == super::HEADER_LEN && self.has_question)
+            || self.more.iter().any(|l| l.at == Some(at) && !l.dname_owner)
     }
 
     /// How many names the chain holds (the question's included).
     pub(super) fn len(&self) -> usize {
-        usize::from(self.qname.is_some()) + self.more.len()
+        usize::from(self.has_question) + self.more.len()
     }
 
     /// Whether every owner is inside the zone, so [`Scope::in_zone`] needs no owner.
@@ -83,9 +93,10 @@ impl<'z> Scope<'z> {
         rr: &Rr,
         owner: Option<&Name>,
     ) -> Result<bool, WalkError> {
-        let Some(qname) = &self.qname else {
+        if !self.has_question {
             return Ok(true);
-        };
+        }
+        let qname = &self.qname;
         let on_chain = match owner {
             None => true,
             Some(owner) => {
@@ -100,7 +111,7 @@ impl<'z> Scope<'z> {
             if rr.rtype == rtype::CNAME {
                 let mut target = Name::default();
                 read_name(msg, rr.rdata, Some(&mut target))?;
-                self.add(target, false);
+                self.add(target, false, Some(rr.rdata));
             }
             return Ok(true);
         }
@@ -125,9 +136,9 @@ impl<'z> Scope<'z> {
         read_name(msg, rr.rdata, Some(&mut target))?;
         let mut redirected: [Option<Name>; MAX_CHAIN] = [None; MAX_CHAIN];
         let mut found = 0;
-        let chain = self
-            .qname
-            .iter()
+        let question = self.has_question.then_some(&self.qname);
+        let chain = question
+            .into_iter()
             .chain(self.more.iter().filter(|l| !l.dname_owner).map(|l| &l.name));
         for name in chain {
             let Some(cut) = name
@@ -150,24 +161,25 @@ impl<'z> Scope<'z> {
         if found == 0 {
             return Ok(false);
         }
-        self.add(*owner, true);
+        self.add(*owner, true, None);
         for name in redirected.into_iter().flatten() {
-            self.add(name, false);
+            self.add(name, false, None);
         }
         Ok(true)
     }
 
-    fn add(&mut self, name: Name, dname_owner: bool) {
-        let known = self
-            .qname
-            .as_ref()
-            .is_some_and(|q| q.wire() == name.wire() && !dname_owner)
+    fn add(&mut self, name: Name, dname_owner: bool, at: Option<usize>) {
+        let known = (self.has_question && !dname_owner && self.qname.wire() == name.wire())
             || self
                 .more
                 .iter()
                 .any(|l| l.dname_owner == dname_owner && l.name.wire() == name.wire());
         if !known && self.len() < MAX_CHAIN {
-            self.more.push(Link { name, dname_owner });
+            self.more.push(Link {
+                name,
+                dname_owner,
+                at,
+            });
         }
     }
 }
