@@ -1,6 +1,7 @@
 //! The UDP cache-hit path in pieces, as `Handler::fast` runs it for every packet: parse the
 //! query, build its cache key, and the whole hit (parse, key, cache lookup, patched copy of
-//! the stored reply) at 1k and 1M cached names. Counters and I/O are left out: the load
+//! the stored reply) at 1k and 1M cached names; and the miss path's one wire step, normalising
+//! an upstream answer before it is cached. Counters and I/O are left out: the load
 //! benchmark (`benches/load.sh`) measures those.
 //!
 //! Queries are `h<6 digits>.bench. A IN` with an EDNS OPT (bufsize 1232), as a stub
@@ -28,6 +29,55 @@ fn response(i: usize) -> Vec<u8> {
     r.extend_from_slice(&[(i >> 8) as u8, i as u8]);
     r.extend_from_slice(&OPT);
     r
+}
+
+/// A larger upstream answer, as a CDN name gets one: `www.example.com. A` answered by a CNAME
+/// to `e1.cdn.example.net.`, two A records, two NS records in authority and their two A glue
+/// records in additional, every name after the question compressed, and an OPT.
+fn chain_response() -> Vec<u8> {
+    let mut r = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 2, 0, 3];
+    // Question at 12: www.example.com. A IN.
+    r.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
+    // CNAME owner -> 12; its target, e1.cdn.example.net., is the RDATA.
+    r.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0x0e, 0x10, 0, 20]);
+    let [target_hi, target] = (0xc000 | r.len() as u16).to_be_bytes();
+    let [cdn_hi, cdn] = (0xc000 | (r.len() + 3) as u16).to_be_bytes();
+    r.extend_from_slice(b"\x02e1\x03cdn\x07example\x03net\x00");
+    for last in [1u8, 2] {
+        r.extend_from_slice(&[target_hi, target, 0, 1, 0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&[0, 4, 192, 0, 2, last]);
+    }
+    // Authority: cdn.example.net. NS ns1/ns2.cdn.example.net.
+    let mut ns_at = Vec::new();
+    for n in [b'1', b'2'] {
+        r.extend_from_slice(&[cdn_hi, cdn, 0, 2, 0, 1, 0, 0, 0x0e, 0x10, 0, 6]);
+        ns_at.push(r.len());
+        r.extend_from_slice(&[3, b'n', b's', n, cdn_hi, cdn]);
+    }
+    for (i, at) in ns_at.into_iter().enumerate() {
+        let [hi, lo] = (0xc000 | at as u16).to_be_bytes();
+        r.extend_from_slice(&[hi, lo, 0, 1, 0, 1, 0, 0, 0x0e, 0x10]);
+        r.extend_from_slice(&[0, 4, 198, 51, 100, 1 + i as u8]);
+    }
+    r.extend_from_slice(&OPT);
+    r
+}
+
+/// Normalising an upstream answer: what every miss pays once before the answer is cached.
+fn normalize(c: &mut Criterion) {
+    let mut group = c.benchmark_group("normalize");
+    group.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(4096);
+    for (name, resp) in [("one_a", response(42)), ("cname_chain", chain_response())] {
+        assert!(
+            normalize_response(&resp, &mut out).is_ok(),
+            "the bench reply {name} normalises"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(normalize_response(black_box(&resp), &mut out).is_ok()))
+        });
+    }
+    group.finish();
 }
 
 fn parse_and_key(c: &mut Criterion) {
@@ -126,6 +176,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = parse_and_key, hit_with_patching
+    targets = parse_and_key, normalize, hit_with_patching
 }
 criterion_main!(benches);

@@ -13,7 +13,8 @@
 //! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
 //! - [`handler`]: the life of one query: parse, cache, route, coalesce, forward, reply.
 //! - [`handover`]: whether another process (the pod being replaced) serves a listen address.
-//! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`.
+//! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`, and the validation of
+//!   upstream answers.
 //! - [`cache`]: what is cached for how long, and the bounded store under it.
 //! - [`coalesce`]: one upstream query per identical in-flight miss.
 //! - [`zones`]: longest-suffix routing of a qname to a zone's upstreams.

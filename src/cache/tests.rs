@@ -35,6 +35,7 @@ fn analysis(kind: Kind, min_ttl: Option<u32>) -> Analysis {
         rcode,
         truncated: false,
         min_ttl,
+        dropped: 0,
     }
 }
 

@@ -5,8 +5,8 @@
 //! overall deadline: a late answer is as good as any (it also clears that upstream's failure
 //! count), and a resolver that takes 300 ms to recurse for a name is not cut off by an
 //! attempt timeout computed from its 1 ms cache hits. An error (network error, REFUSED,
-//! FORMERR, NOTIMP) starts the next attempt at once; only the network error counts against
-//! the upstream's health. A SERVFAIL is kept and one more
+//! FORMERR, NOTIMP, or an answer that fails validation) starts the next attempt at once; only
+//! the network error counts against the upstream's health. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 
 use std::pin::pin;
@@ -54,14 +54,16 @@ pub enum First<F> {
 /// in place, and the set that later attempts join is only made once a second one starts.
 /// Attempts carry no timer of their own: this loop's one timer (the next attempt's start, or
 /// the deadline) decides, and an attempt still running at the deadline is dropped with it.
+/// `apex`: the zone's apex in wire form, which answers are judged against (see [`judge`]).
 pub async fn run(
     order: &[Arc<Upstream>],
     query: &[u8],
+    apex: &[u8],
     settings: &Settings,
     stats: &Stats,
 ) -> Result<Forwarded, ForwardError> {
     let first = First::<std::future::Pending<_>>::Fresh;
-    run_from(order, query, settings, stats, Instant::now(), first).await
+    run_from(order, query, apex, settings, stats, Instant::now(), first).await
 }
 
 /// [`run`] for a miss that began at `origin` (its deadline counts from there) with its first
@@ -69,6 +71,7 @@ pub async fn run(
 pub async fn run_from<F>(
     order: &[Arc<Upstream>],
     query: &[u8],
+    apex: &[u8],
     settings: &Settings,
     stats: &Stats,
     origin: Instant,
@@ -170,7 +173,7 @@ where
         if slow.as_ref().is_some_and(|(s, _)| *s == n) {
             slow = None;
         }
-        match judge(&up, t0, result, charged.contains(&n)) {
+        match judge(&up, t0, result, charged.contains(&n), apex) {
             Verdict::Answer(a) => return Ok(a),
             Verdict::ServFail(f) => {
                 servfails += 1;
@@ -219,11 +222,17 @@ async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], t0: Instant) -> Attemp
 
 /// Counts one finished attempt on its upstream's health and says what it was worth.
 /// `charged`: this attempt was already counted as a timeout when the next one started.
+///
+/// An answer (or a SERVFAIL) is validated and normalised here, once, with the zone's `apex`
+/// ([`wire::normalize_for_zone`]): one that fails validation is never cached or served and
+/// the next upstream is asked. It is counted in `nodedns_upstream_malformed_total`, not
+/// against health: the exchange itself worked, which is what health measures.
 pub fn judge(
     up: &Arc<Upstream>,
     t0: Instant,
     result: Result<Vec<u8>, ExchangeError>,
     charged: bool,
+    apex: &[u8],
 ) -> Verdict {
     let reply = match result {
         Ok(reply) => reply,
@@ -240,11 +249,7 @@ pub fn judge(
     };
     let rtt = t0.elapsed();
     up.observe_latency(rtt);
-    let forwarded = Forwarded {
-        reply,
-        upstream: up.addr,
-    };
-    let Some(rcode) = wire::Header::parse(&forwarded.reply).map(|h| h.rcode()) else {
+    let Some(rcode) = wire::Header::parse(&reply).map(|h| h.rcode()) else {
         // Shorter than a header: not an answer, but not a sign of unreachability either.
         up.failure(ErrorKind::FormErr);
         return Verdict::Failed;
@@ -252,15 +257,34 @@ pub fn judge(
     // A well-formed reply, whatever its rcode: the upstream is reachable (health is
     // reachability; an rcode speaks of this query only).
     up.reached(rtt);
-    match ErrorKind::of_rcode(rcode) {
-        None => Verdict::Answer(forwarded),
-        Some(ErrorKind::ServFail) => {
-            up.failure(ErrorKind::ServFail);
-            Verdict::ServFail(forwarded)
-        }
+    let servfail = match ErrorKind::of_rcode(rcode) {
+        None => false,
+        Some(ErrorKind::ServFail) => true,
         Some(kind) => {
             up.failure(kind);
-            Verdict::Failed
+            return Verdict::Failed;
         }
+    };
+    let mut stored = Vec::with_capacity(reply.len() + 16);
+    let (analysis, layout) = match wire::normalize_for_zone(&reply, apex, &mut stored) {
+        Ok(normalized) => normalized,
+        Err(e) => {
+            tracing::debug!(upstream = %up.addr, error = %e, "malformed upstream answer");
+            up.counters.malformed();
+            return Verdict::Failed;
+        }
+    };
+    up.counters.dropped_records(analysis.dropped);
+    let forwarded = Forwarded {
+        stored,
+        analysis,
+        layout,
+        upstream: up.addr,
+    };
+    if servfail {
+        up.failure(ErrorKind::ServFail);
+        Verdict::ServFail(forwarded)
+    } else {
+        Verdict::Answer(forwarded)
     }
 }

@@ -3,7 +3,8 @@
 //! This module owns the failover loop ([`Forwarder::forward`]): the order of upstreams from
 //! the zone's policy, an adaptive timeout per attempt, at most `attempts` attempts inside an
 //! overall deadline, the next upstream on timeout, network error, REFUSED, FORMERR or NOTIMP,
-//! and once more on SERVFAIL. Upstream health, the UDP exchange and the TCP connections live
+//! and once more on SERVFAIL; an answer that fails validation also goes to the next upstream
+//! (see [`judge`]). Upstream health, the UDP exchange and the TCP connections live
 //! in the submodules. It does not own caching or the client side.
 
 mod anchor;
@@ -20,6 +21,7 @@ use std::sync::atomic::AtomicUsize;
 
 use crate::config::{self, Policy, Transport};
 use crate::stats::{Stats, inc};
+use crate::wire;
 
 pub use failover::{First, Verdict, judge};
 pub use upstream::{ErrorKind, Upstream};
@@ -47,14 +49,23 @@ pub enum ForwardError {
 pub struct ZoneUpstreams {
     pub upstreams: Vec<Arc<Upstream>>,
     pub policy: Policy,
+    /// The zone's apex in wire form, lowercased: an answer's authority and additional
+    /// records must be owned inside it.
+    pub apex: Box<[u8]>,
     next: AtomicUsize,
 }
 
 impl ZoneUpstreams {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, policy: Policy) -> ZoneUpstreams {
+    /// The upstreams of the zone named `zone` (dotted; `"."` is the root).
+    pub fn new(upstreams: Vec<Arc<Upstream>>, policy: Policy, zone: &str) -> ZoneUpstreams {
         ZoneUpstreams {
             upstreams,
             policy,
+            // Config validation only lets valid zone names through; the root keeps every
+            // owner should one ever slip past.
+            apex: crate::zones::to_wire(zone)
+                .unwrap_or_else(|| vec![0])
+                .into_boxed_slice(),
             next: AtomicUsize::new(0),
         }
     }
@@ -127,7 +138,7 @@ impl UpstreamSet {
                     .clone()
             })
             .collect();
-        ZoneUpstreams::new(list, zone.policy)
+        ZoneUpstreams::new(list, zone.policy, &zone.name)
     }
 
     /// Every distinct upstream, for metrics.
@@ -150,10 +161,14 @@ pub struct Forwarder {
     stats: Arc<Stats>,
 }
 
-/// A reply from an upstream, checked against the query.
+/// A reply from an upstream, checked against the query, validated and normalised for the
+/// cache (see [`wire::normalize_for_zone`]): the work is done once, when the answer is judged.
 #[derive(Debug)]
 pub struct Forwarded {
-    pub reply: Vec<u8>,
+    /// The stored form: the message, then its TTL offset table (see [`wire::Layout`]).
+    pub stored: Vec<u8>,
+    pub analysis: wire::Analysis,
+    pub layout: wire::Layout,
     pub upstream: SocketAddr,
 }
 
@@ -171,7 +186,7 @@ impl Forwarder {
         query: &[u8],
     ) -> Result<Forwarded, ForwardError> {
         let order = self.order(zone);
-        failover::run(&order, query, &self.settings, &self.stats).await
+        failover::run(&order, query, &zone.apex, &self.settings, &self.stats).await
     }
 
     /// The upstreams a new miss asks, in the zone policy's order (counted as a flight).
@@ -186,16 +201,27 @@ impl Forwarder {
 
     /// Goes on with a miss that began at `origin` with its first attempt to `order[0]` sent
     /// elsewhere ([`UdpPool::send_inline`](udp::UdpPool::send_inline)), as `first` says.
+    /// `apex`: the zone's, as in [`ZoneUpstreams::apex`].
     pub async fn resume<F>(
         &self,
         order: &[Arc<Upstream>],
         query: &[u8],
+        apex: &[u8],
         origin: tokio::time::Instant,
         first: First<F>,
     ) -> Result<Forwarded, ForwardError>
     where
         F: Future<Output = Result<Vec<u8>, ExchangeError>>,
     {
-        failover::run_from(order, query, &self.settings, &self.stats, origin, first).await
+        failover::run_from(
+            order,
+            query,
+            apex,
+            &self.settings,
+            &self.stats,
+            origin,
+            first,
+        )
+        .await
     }
 }

@@ -91,9 +91,29 @@ pub struct UpstreamCounters {
     errors: [AtomicU64; ErrorKind::ALL.len()],
     /// `nodedns_upstream_duration_seconds{upstream}`: exchanges that got a reply.
     pub latency: LatencyHistogram,
+    /// `nodedns_upstream_malformed_total{upstream}`: answers that failed validation.
+    malformed: AtomicU64,
+    /// `nodedns_upstream_dropped_records_total{upstream}`: records dropped from answers as
+    /// off the question's chain or outside the zone.
+    dropped_records: AtomicU64,
 }
 
 impl UpstreamCounters {
+    pub fn malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+    pub fn dropped_records(&self, n: u16) {
+        if n > 0 {
+            self.dropped_records
+                .fetch_add(u64::from(n), Ordering::Relaxed);
+        }
+    }
+    pub fn dropped_records_total(&self) -> u64 {
+        self.dropped_records.load(Ordering::Relaxed)
+    }
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }

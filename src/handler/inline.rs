@@ -161,10 +161,11 @@ impl<R: ReplyTo> InlineMiss<R> {
         tasks.spawn(Box::pin(async move {
             let forwarder = &self.routing.forwarder;
             let (order, query, origin) = (&self.order, &self.query[..], self.origin);
+            let apex = &self.zone.upstreams.apex[..];
             let forwarded = match how {
                 Resume::Unsent => {
                     let first = First::<Pending<_>>::Fresh;
-                    forwarder.resume(order, query, origin, first).await
+                    forwarder.resume(order, query, apex, origin, first).await
                 }
                 Resume::Late(late) => {
                     let first = First::InFlight {
@@ -172,7 +173,7 @@ impl<R: ReplyTo> InlineMiss<R> {
                         t0: origin,
                         timed_out: true,
                     };
-                    forwarder.resume(order, query, origin, first).await
+                    forwarder.resume(order, query, apex, origin, first).await
                 }
                 Resume::Tcp => {
                     let up = order[0].clone();
@@ -181,11 +182,11 @@ impl<R: ReplyTo> InlineMiss<R> {
                         t0: origin,
                         timed_out: false,
                     };
-                    forwarder.resume(order, query, origin, first).await
+                    forwarder.resume(order, query, apex, origin, first).await
                 }
                 Resume::Judged(servfail) => {
                     let first = First::<Pending<_>>::Done { servfail };
-                    forwarder.resume(order, query, origin, first).await
+                    forwarder.resume(order, query, apex, origin, first).await
                 }
             };
             self.finish(forwarded);
@@ -194,7 +195,8 @@ impl<R: ReplyTo> InlineMiss<R> {
 
     /// Judges the first attempt's result as the failover loop would.
     fn judged(self, result: Result<Vec<u8>, ExchangeError>) {
-        match judge(&self.order[0], self.origin, result, false) {
+        let apex = &self.zone.upstreams.apex;
+        match judge(&self.order[0], self.origin, result, false, apex) {
             Verdict::Answer(answer) => self.finish(Ok(answer)),
             Verdict::ServFail(servfail) => self.resume(Resume::Judged(Some(servfail))),
             Verdict::Failed => self.resume(Resume::Judged(None)),

@@ -462,12 +462,14 @@ impl Handler {
         key: &[u8],
         have_stale: bool,
     ) -> Outcome {
-        let Ok(fwd) = forwarded else {
-            return Outcome::Failed;
-        };
-        let mut response = Vec::with_capacity(fwd.reply.len() + 16);
-        let Ok((analysis, layout)) = wire::normalize_response(&fwd.reply, &mut response) else {
-            tracing::debug!(upstream = %fwd.upstream, "unparseable upstream reply");
+        // Validated and normalised when the forwarder judged it: anything here may be cached.
+        let Ok(Forwarded {
+            stored: response,
+            analysis,
+            layout,
+            ..
+        }) = forwarded
+        else {
             return Outcome::Failed;
         };
         // A SERVFAIL must not displace a stale answer that can still serve (RFC 8767 §4).

@@ -142,6 +142,18 @@ pub const DEFS: &[Def] = &[
         "Failed attempts at an upstream: timeout, network, refused (REFUSED/FORMERR/NOTIMP), servfail.",
     ),
     def(
+        "nodedns_upstream_malformed_total",
+        C,
+        &["upstream"],
+        "Upstream answers that failed validation (names, RDATA shapes, section counts) and were neither cached nor served; the next upstream was asked.",
+    ),
+    def(
+        "nodedns_upstream_dropped_records_total",
+        C,
+        &["upstream"],
+        "Records dropped from upstream answers: answer records off the question's CNAME/DNAME chain, authority and additional records owned outside the zone.",
+    ),
+    def(
         "nodedns_upstream_duration_seconds",
         H,
         &["upstream"],
@@ -308,6 +320,14 @@ impl Metrics {
                 )
                 .absolute(c.errors(kind));
             }
+            counter(r, "nodedns_upstream_malformed_total", &[("upstream", l)])
+                .absolute(c.malformed_total());
+            counter(
+                r,
+                "nodedns_upstream_dropped_records_total",
+                &[("upstream", l)],
+            )
+            .absolute(c.dropped_records_total());
             gauge(r, "nodedns_upstream_up", &[("upstream", l)]).set(f64::from(u8::from(*up)));
         }
     }

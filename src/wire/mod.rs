@@ -12,8 +12,9 @@
 //! path except [`normalize_response`], which runs once per upstream answer.
 //!
 //! Files: `query` (client side: parse, error replies), `chaos` (the CHAOS identity answers),
-//! `upstream` (the query we send and the reply check), `response` (normalising an upstream
-//! answer for the cache), `reply` (serving a stored answer), `reply_header` (the ID and flags
+//! `upstream` (the query we send and the reply check), `response` (validating and normalising
+//! an upstream answer for the cache), `validate` (name decompression and RDATA shapes),
+//! `scope` (which records belong: the question's chain, the zone), `reply` (serving a stored answer), `reply_header` (the ID and flags
 //! of every reply). The record walker shared by all of them lives here.
 //!
 //! hickory-proto is the oracle for this module's tests, never a dependency of its code.
@@ -23,7 +24,9 @@ mod query;
 mod reply;
 mod reply_header;
 mod response;
+mod scope;
 mod upstream;
+mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +35,7 @@ pub use chaos::{Identity, chaos_reply};
 pub use query::{ClientEdns, Query, QueryError, error_reply, parse_query};
 pub use reply::{Client, TtlRewrite, write_reply};
 pub use reply_header::{ClientHeader, set_reply_header};
-pub use response::{Analysis, Kind, Layout, WireError, normalize_response};
+pub use response::{Analysis, Kind, Layout, WireError, normalize_for_zone, normalize_response};
 pub use upstream::{Mismatch, build_upstream_query, check_reply};
 
 /// Length of the fixed DNS header (RFC 1035 §4.1.1).
@@ -204,6 +207,11 @@ enum WalkError {
     BadLabel,
     /// More than 255 bytes before the end of the name.
     TooLong,
+    /// A compression pointer that does not point before the labels being read, or into the
+    /// header (RFC 1035 §4.1.4 allows pointers to prior occurrences only).
+    BadPointer,
+    /// RDATA of another size or layout than its type has.
+    BadRdata,
 }
 
 /// Steps over a name starting at `at` and returns the offset just after it.

@@ -50,7 +50,8 @@ pub struct Client<'a> {
 /// additional records are dropped first, then authority records when there are answers,
 /// and if the answer section still does not fit, TC=1 is set and it carries the whole answer
 /// records that fit (musl never retries over TCP, so an empty TC reply would leave it with
-/// nothing). The OPT, when kept, survives every cut.
+/// nothing). The OPT, when kept, survives every cut; its options (the upstream's Extended DNS
+/// Errors) are dropped before any record is, as far as needed to fit.
 ///
 /// When even the header, question and OPT exceed `max_len`, that much is sent with TC=1.
 ///
@@ -86,9 +87,41 @@ pub fn write_reply(
         put_u16(out, ARCOUNT_AT, arcount.saturating_sub(1));
         opt_at = None;
     }
+    if let Some(o) = opt_at
+        && out.len() > client.max_len
+    {
+        trim_options(out, o, client.max_len);
+    }
     if out.len() > client.max_len {
         cut(out, question_end, opt_at, client.max_len);
     }
+}
+
+/// Fixed part of an OPT record: root owner, type, UDP size, TTL, RDLENGTH (RFC 6891 §6.1.2).
+const OPT_FIXED: usize = 11;
+
+/// Drops the options of the OPT at `opt_at` (the last record) that do not fit in `max_len`,
+/// keeping the longest run of whole options from the first that does. The stored OPT holds
+/// only the upstream's Extended DNS Errors (RFC 8914): advice, which goes before any record
+/// does, so a long EDE text can never push an answer out or a reply past the client's size
+/// (RFC 6891 §7). When the records alone exceed `max_len`, every option goes and `cut`
+/// does the rest.
+fn trim_options(out: &mut Vec<u8>, opt_at: usize, max_len: usize) {
+    let rdata_at = opt_at + OPT_FIXED;
+    if rdata_at > out.len() {
+        return;
+    }
+    let mut end = rdata_at;
+    while let Some(len) = u16_at(out, end + 2) {
+        let next = end + 4 + usize::from(len);
+        if next > out.len() || next > max_len {
+            break;
+        }
+        end = next;
+    }
+    out.truncate(end);
+    // Fits: a subset of an RDATA whose length fitted in 16 bits.
+    put_u16(out, rdata_at - 2, (end - rdata_at) as u16);
 }
 
 /// Record boundaries of a stored response, found by walking it.

@@ -1,9 +1,13 @@
 //! Normalising an upstream response into the form the cache stores, and the facts about it
-//! that caching policy needs.
+//! that caching policy needs. The walk here is also the validation every upstream answer
+//! passes before it is cached or served: it checks each record with `validate` and keeps
+//! what `scope` says belongs.
 
+use super::scope::{MAX_CHAIN, Scope};
+use super::validate::{Name, check_rdata, read_name, rewrite_record};
 use super::{
     ANCOUNT_AT, ARCOUNT_AT, EDNS_DO, EDNS_EDE, EDNS_UDP_SIZE, HEADER_LEN, Header, NSCOUNT_AT,
-    WalkError, flag, put_u16, put_u32, rcode, read_rr, rtype, skip_name, u32_at, walk_options,
+    WalkError, flag, put_u16, put_u32, rcode, read_rr, rtype, u32_at, walk_options,
 };
 
 /// What a response is, for caching (RFC 2308 §2).
@@ -33,6 +37,9 @@ pub struct Analysis {
     pub truncated: bool,
     /// Minimum TTL over answer and authority records (OPT excluded); `None` when both are empty.
     pub min_ttl: Option<u32>,
+    /// Records dropped as out of scope: off the question's chain in the answer section, or
+    /// owned outside the zone in the other two.
+    pub dropped: u16,
 }
 
 /// Where the mutable parts of a stored response live, so serving needs no parse.
@@ -100,6 +107,9 @@ pub enum WireError {
     /// An OPT in the answer or authority section (RFC 6891 §6.1.1 allows it only in additional).
     #[error("OPT record outside the additional section")]
     MisplacedOpt,
+    /// RDATA of another size or layout than its type has (RFC 1035 §3.3, RFC 3596 §2.2, ...).
+    #[error("RDATA does not have its type's shape")]
+    BadRdata,
 }
 
 impl WireError {
@@ -108,6 +118,8 @@ impl WireError {
             WalkError::Truncated => WireError::Truncated(place),
             WalkError::BadLabel => WireError::BadName("reserved label type"),
             WalkError::TooLong => WireError::BadName("longer than 255 bytes"),
+            WalkError::BadPointer => WireError::BadName("compression pointer not backwards"),
+            WalkError::BadRdata => WireError::BadRdata,
         }
     }
 }
@@ -134,28 +146,54 @@ struct Walk {
     min_ttl: Option<u32>,
     soa_ttl: Option<u32>,
     opt: Option<UpstreamOpt>,
+    dropped: u16,
+    /// Offset of the first record dropped: pointers below it still hold in `out`.
+    first_drop: Option<usize>,
 }
 
-/// Rewrites an upstream response into the form nodedns stores and serves: everything but its
-/// OPT copied, then our own OPT appended as the last record (UDP size 1232; DO flag and
-/// extended rcode taken from the upstream's OPT; only Extended DNS Error options (code 15)
-/// kept: cookies, ECS and padding are dropped). No OPT is added when upstream sent none.
+/// [`normalize_for_zone`] for the root zone: every owner is in it, and only the chain rule
+/// and the validation apply.
+pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, Layout), WireError> {
+    normalize_for_zone(resp, &[0], out)
+}
+
+/// Checks an upstream response and rewrites it into the form nodedns stores and serves.
+///
+/// Nothing that fails here may be cached or served (the forwarder counts it and asks the next
+/// upstream): every name, owners and those inside the RDATA of the types `validate` knows,
+/// must decompress with pointers that only go backwards (RFC 1035 §4.1.4), every such RDATA
+/// must have its type's shape and size, the section counts must match the records present,
+/// and nothing may follow the last record.
+///
+/// What is kept: the question; in the answer section only the question's chain (records
+/// owned by the qname and by each CNAME/DNAME target in turn, with their RRSIGs); in the
+/// authority and additional sections only records owned by `zone` (the apex of the zone the
+/// query was forwarded for, wire form, lowercased) or names below it. What else was there is
+/// dropped and counted in [`Analysis::dropped`]; records after a dropped one get their names
+/// re-encoded, as their compression pointers may aim into it. Our own OPT is appended as the
+/// last record (UDP size 1232; DO flag and extended rcode taken from the upstream's OPT; only
+/// Extended DNS Error options (code 15) kept: cookies, ECS and padding are dropped). No OPT is
+/// added when upstream sent none.
+///
 /// Writes into `out` (cleared first) the message followed by its TTL offset table (see
 /// [`Layout`]: `out` is not a DNS message; [`Layout::message`] is), and returns its analysis
-/// and layout.
-///
-/// Records after the upstream's OPT are dropped (the OPT is almost always last): removing
-/// the OPT from the middle would shift them and break any compression pointer among them.
+/// and layout. Records after the upstream's OPT are dropped (the OPT is almost always last).
 /// TTLs with the top bit set are stored as 0 (RFC 2181 §8).
-pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, Layout), WireError> {
+pub fn normalize_for_zone(
+    resp: &[u8],
+    zone: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(Analysis, Layout), WireError> {
     out.clear();
     if resp.len() > usize::from(u16::MAX) {
         return Err(WireError::Trailing);
     }
     let header = Header::parse(resp).ok_or(WireError::Truncated("header"))?;
+    let mut scope = Scope::new(zone);
     let mut at = HEADER_LEN;
     for _ in 0..header.qdcount {
-        at = skip_name(resp, at).map_err(|e| WireError::walk(e, "question"))? + 4;
+        let name = (header.qdcount == 1).then(|| scope.question_mut());
+        at = read_name(resp, at, name).map_err(|e| WireError::walk(e, "question"))? + 4;
     }
     if at > resp.len() {
         return Err(WireError::Truncated("question"));
@@ -167,10 +205,10 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
         ..Layout::default()
     };
     let mut walk = Walk::default();
-    let sections = [header.ancount, header.nscount, header.arcount];
-    for (section, &count) in sections.iter().enumerate() {
+    at = walk_answers(resp, at, header.ancount, &mut scope, &mut walk, out)?;
+    for (section, count) in [(1, header.nscount), (2, header.arcount)] {
         for _ in 0..count {
-            at = walk_record(resp, at, section, &mut walk, out)?;
+            at = walk_record(resp, at, section, &mut scope, &mut walk, out)?;
         }
     }
     if at != resp.len() {
@@ -194,8 +232,41 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
         rcode: full_rcode,
         truncated: header.flags & flag::TC != 0,
         min_ttl: walk.min_ttl,
+        dropped: walk.dropped,
     };
     Ok((analysis, layout))
+}
+
+/// Walks the `count` answer records at `at` and returns the offset after them. A record
+/// can come before the CNAME that puts its owner on the chain; when the chain grew after a
+/// record was dropped, the section is walked again with the longer chain (at most once per
+/// name the chain can hold, as each further walk needs a new name).
+fn walk_answers(
+    resp: &[u8],
+    start: usize,
+    count: u16,
+    scope: &mut Scope<'_>,
+    walk: &mut Walk,
+    out: &mut Vec<u8>,
+) -> Result<usize, WireError> {
+    let question_end = out.len();
+    for _ in 0..=MAX_CHAIN {
+        let mut at = start;
+        let mut chain_at_first_drop = None;
+        for _ in 0..count {
+            let before = walk.dropped;
+            at = walk_record(resp, at, 0, scope, walk, out)?;
+            if walk.dropped != before && chain_at_first_drop.is_none() {
+                chain_at_first_drop = Some(scope.len());
+            }
+        }
+        if chain_at_first_drop.is_none_or(|n| n == scope.len()) {
+            return Ok(at);
+        }
+        out.truncate(question_end);
+        *walk = Walk::default();
+    }
+    Err(WireError::BadName("CNAME chain"))
 }
 
 /// Appends the TTL offset table of the `records` records (OPT excluded) that follow the
@@ -219,16 +290,33 @@ fn append_ttl_offsets(
     Ok(count)
 }
 
-/// Reads one record of `section` (0 answer, 1 authority, 2 additional) at `at`, copies it
-/// into `out` unless it is the OPT or follows it, and returns the offset after it.
+/// Reads one record of `section` (0 answer, 1 authority, 2 additional) at `at`, checks it,
+/// copies it into `out` unless it is the OPT, follows it or is out of scope (dropped and
+/// counted), and returns the offset after it.
 fn walk_record(
     resp: &[u8],
     at: usize,
     section: usize,
+    scope: &mut Scope<'_>,
     walk: &mut Walk,
     out: &mut Vec<u8>,
 ) -> Result<usize, WireError> {
     let rr = read_rr(resp, at).map_err(|e| WireError::walk(e, "record"))?;
+    // Most answers are owned by a name on the chain through a pointer to where it was read
+    // (the question at offset 12, a CNAME's target), checked already: when that place is
+    // before this record, the owner needs no decompression.
+    let owner_on_chain = section == 0
+        && rr.ttl_at == rr.start + 6
+        && owner_pointer(resp, rr.start).is_some_and(|t| t < rr.start && scope.chain_name_at(t));
+    // The owner's bytes are only needed to compare names; every name is checked anyway.
+    // The buffer is only made (255 bytes zeroed) when they are needed.
+    let need_owner = !owner_on_chain && (section == 0 || !scope.zone_is_root());
+    let mut owner = need_owner.then(Name::default);
+    if !owner_on_chain {
+        read_name(resp, rr.start, owner.as_mut())
+            .map_err(|e| WireError::walk(e, "record owner"))?;
+    }
+    check_rdata(resp, &rr).map_err(|e| WireError::walk(e, "RDATA"))?;
     if rr.rtype == rtype::OPT {
         if section != 2 {
             return Err(WireError::MisplacedOpt);
@@ -247,9 +335,31 @@ fn walk_record(
     if walk.opt.is_some() {
         return Ok(rr.end);
     }
+    let keep = match (section, &owner) {
+        (0, owner) => scope
+            .answer(resp, &rr, owner.as_ref())
+            .map_err(|e| WireError::walk(e, "RDATA"))?,
+        (_, Some(owner)) => scope.in_zone(owner),
+        // The root zone: every owner is in it.
+        (_, None) => true,
+    };
+    if !keep {
+        walk.dropped = walk.dropped.saturating_add(1);
+        // Everything before the first dropped record sits at the same offset in `out`.
+        walk.first_drop.get_or_insert(rr.start);
+        return Ok(rr.end);
+    }
     let ttl = sane_ttl(rr.ttl);
-    let ttl_at = out.len() + (rr.ttl_at - rr.start);
-    out.extend_from_slice(&resp[rr.start..rr.end]);
+    let ttl_at = match walk.first_drop {
+        None => {
+            let ttl_at = out.len() + (rr.ttl_at - rr.start);
+            out.extend_from_slice(&resp[rr.start..rr.end]);
+            ttl_at
+        }
+        Some(keep_below) => {
+            rewrite_record(resp, &rr, keep_below, out).map_err(|e| WireError::walk(e, "record"))?
+        }
+    };
     put_u32(out, ttl_at, ttl);
     if let Some(count) = walk.counts.get_mut(section) {
         *count += 1;
@@ -259,7 +369,7 @@ fn walk_record(
     }
     if section == 1 && rr.rtype == rtype::SOA && walk.soa_ttl.is_none() {
         // RFC 2308 §5: the negative TTL is the lesser of the SOA's TTL and its MINIMUM,
-        // the last 32-bit field of the RDATA (RFC 1035 §3.3.13).
+        // the last 32-bit field of the RDATA (RFC 1035 §3.3.13; its shape was checked).
         let minimum = rr
             .end
             .checked_sub(4)
@@ -269,6 +379,14 @@ fn walk_record(
         walk.soa_ttl = Some(ttl.min(sane_ttl(minimum)));
     }
     Ok(rr.end)
+}
+
+/// The target of the compression pointer at `at`, if there is one there.
+fn owner_pointer(resp: &[u8], at: usize) -> Option<usize> {
+    match resp.get(at..at + 2)? {
+        &[hi, lo] if hi & 0xC0 == 0xC0 => Some((usize::from(hi & 0x3F) << 8) | usize::from(lo)),
+        _ => None,
+    }
 }
 
 /// Appends our OPT: upstream's extended rcode and DO, our UDP size, version 0, and only the

@@ -55,6 +55,12 @@ pub enum Behavior {
     OtherSourceFirst,
     /// Reply with 1 to 11 random bytes (over TCP: one frame holding them).
     Garbage,
+    /// Reply with these bytes, a whole message scripted for the asked name: its ID becomes the
+    /// query's and its question is replaced by the query's question (write it for the same
+    /// name, so the offsets compression pointers use stay right). Over UDP, when longer than
+    /// the query allows, the header and question alone go out with TC=1, and the bytes over
+    /// TCP.
+    Raw(Vec<u8>),
     /// The inner behaviour for the first `n` queries it governs, then `Answer`.
     FailFirst(usize, Box<Behavior>),
 }

@@ -9,6 +9,7 @@ mod query;
 mod reply_header;
 mod response;
 mod strategy;
+mod validate;
 
 use super::*;
 

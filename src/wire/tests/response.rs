@@ -102,7 +102,8 @@ fn negative_answers_take_the_lesser_of_soa_ttl_and_minimum() {
             kind: Kind::NoData { soa_ttl: None },
             rcode: 0,
             truncated: false,
-            min_ttl: None
+            min_ttl: None,
+            dropped: 0
         }
     );
     let servfail = msg(1, QR | flag::TC | 2, [1, 0, 0, 0], &[&q()]);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 
 use super::zone::{self, Zone};
 use super::{Behavior, FORGED_QNAME, FORGERY_LEAD, HeaderFlags, POISON_A, POISON_AAAA, Proto};
@@ -97,6 +98,13 @@ pub fn plan(
         Behavior::Rcode(rcode) => {
             genuine.metadata.response_code = *rcode;
             vec![Send::now(encode(&genuine))]
+        }
+        Behavior::Raw(script) => {
+            let bytes = splice(script, &query.message);
+            if bytes.len() > limit {
+                return vec![Send::now(tc_only(&bytes))];
+            }
+            vec![Send::now(bytes)]
         }
         Behavior::TruncateUdp if proto == Proto::Udp => {
             vec![Send::now(encode(&genuine.truncate()))]
@@ -222,4 +230,42 @@ fn garbage() -> Vec<u8> {
     let mut bytes = vec![0u8; rand::random_range(1..12)];
     rand::fill(&mut bytes[..]);
     bytes
+}
+
+/// `script` with the ID and question of `query`: the scripted header's flags and counts
+/// (QDCOUNT set to 1), the query's question bytes, then whatever followed the scripted
+/// question. A script too short for a header is sent as it is.
+fn splice(script: &[u8], query: &Message) -> Vec<u8> {
+    if script.len() < 12 {
+        return script.to_vec();
+    }
+    let mut at = 12;
+    // The scripted question: a plain name (no pointers), type and class.
+    if script[4..6] != [0, 0] {
+        while at < script.len() && script[at] != 0 && script[at] & 0xC0 == 0 {
+            at += 1 + usize::from(script[at]);
+        }
+        at = (at + 5).min(script.len());
+    }
+    let mut out = Vec::with_capacity(script.len() + 32);
+    out.extend_from_slice(&query.metadata.id.to_be_bytes());
+    out.extend_from_slice(&script[2..4]);
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(&script[6..12]);
+    out.extend_from_slice(&query.queries[0].to_bytes().unwrap());
+    out.extend_from_slice(&script[at..]);
+    out
+}
+
+/// The header and question of `message` with TC=1 and no records.
+fn tc_only(message: &[u8]) -> Vec<u8> {
+    let mut at = 12;
+    while at < message.len() && message[at] != 0 && message[at] & 0xC0 == 0 {
+        at += 1 + usize::from(message[at]);
+    }
+    let end = (at + 5).min(message.len());
+    let mut out = message[..end].to_vec();
+    out[2] |= 0x02;
+    out[6..12].fill(0);
+    out
 }

@@ -1,0 +1,338 @@
+//! The checks an upstream answer's records must pass before anything of it is cached or
+//! served: every name decompresses under strict rules, and every RDATA has its type's shape.
+//!
+//! This file owns name decompression ([`read_name`]), the RDATA shapes of the types nodedns
+//! knows ([`shape`]), checking a record's RDATA against its shape ([`check_rdata`]), and
+//! re-encoding a record whose compression pointers would dangle once records before it are
+//! dropped ([`rewrite_record`]). It does not decide which records are kept: `scope` does.
+
+use super::{HEADER_LEN, MAX_NAME, Rr, WalkError, class, rtype, u16_at};
+
+/// A name, decompressed and lowercased, in wire form (length-prefixed labels, root last).
+#[derive(Clone, Copy)]
+pub(super) struct Name {
+    bytes: [u8; MAX_NAME],
+    len: u8,
+}
+
+impl Default for Name {
+    fn default() -> Name {
+        Name {
+            bytes: [0; MAX_NAME],
+            len: 0,
+        }
+    }
+}
+
+impl Name {
+    pub(super) fn wire(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// Sets the name to `wire` (already checked and lowercased); `false` if it is too long.
+    pub(super) fn set(&mut self, wire: &[u8]) -> bool {
+        let Some(dst) = self.bytes.get_mut(..wire.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(wire);
+        // Fits: at most MAX_NAME (255) bytes were copied.
+        self.len = wire.len() as u8;
+        true
+    }
+
+    /// Offsets of each label's length byte, from the first label to the root label.
+    pub(super) fn label_starts(&self) -> impl Iterator<Item = usize> + '_ {
+        let wire = self.wire();
+        let mut at = Some(0usize);
+        std::iter::from_fn(move || {
+            let here = at?;
+            let len = usize::from(*wire.get(here)?);
+            at = (len != 0).then_some(here + 1 + len);
+            Some(here)
+        })
+    }
+
+    /// Whether this name is `ancestor` or below it (case already folded).
+    pub(super) fn is_at_or_below(&self, ancestor: &[u8]) -> bool {
+        self.label_starts()
+            .any(|at| self.wire().get(at..) == Some(ancestor))
+    }
+}
+
+/// Reads the name at `at` in `msg` and returns the offset just past it in place (after its
+/// root label or its first pointer). When `name` is given, the name is written into it,
+/// decompressed and lowercased.
+///
+/// RFC 1035 §4.1.4 lets a name end in a pointer to an earlier occurrence. Stricter than the
+/// RFC's letter, as unbound is: every pointer must point before the start of the label
+/// sequence being read when it is met (so each pointer moves strictly backwards and no chain
+/// of pointers can loop), and after the header; only label types 00 and 11 are allowed
+/// (01 and 10 are the deprecated extended and the reserved types, RFC 6891 §5); and the whole
+/// name, root label included, is at most 255 bytes (RFC 1035 §2.3.4). The loop ends because
+/// every step either moves forward inside a sequence that ends before the message does, or
+/// lowers the floor a pointer must stay under.
+pub(super) fn read_name(
+    msg: &[u8],
+    at: usize,
+    mut name: Option<&mut Name>,
+) -> Result<usize, WalkError> {
+    let mut pos = at;
+    let mut floor = at;
+    let mut end = None;
+    let mut len = 0usize;
+    loop {
+        let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
+        match byte & 0xC0 {
+            0x00 => {
+                let next = pos + 1 + usize::from(byte);
+                let label = msg.get(pos..next).ok_or(WalkError::Truncated)?;
+                if len + label.len() > MAX_NAME {
+                    return Err(WalkError::TooLong);
+                }
+                if let Some(n) = name.as_deref_mut() {
+                    let dst = &mut n.bytes[len..len + label.len()];
+                    dst.copy_from_slice(label);
+                    dst[1..].make_ascii_lowercase();
+                    // Fits: at most MAX_NAME (255), checked above.
+                    n.len = (len + label.len()) as u8;
+                }
+                len += label.len();
+                if byte == 0 {
+                    return Ok(end.unwrap_or(next));
+                }
+                pos = next;
+            }
+            0xC0 => {
+                let low = *msg.get(pos + 1).ok_or(WalkError::Truncated)?;
+                let target = (usize::from(byte & 0x3F) << 8) | usize::from(low);
+                end.get_or_insert(pos + 2);
+                if target < HEADER_LEN || target >= floor {
+                    return Err(WalkError::BadPointer);
+                }
+                floor = target;
+                pos = target;
+            }
+            _ => return Err(WalkError::BadLabel),
+        }
+    }
+}
+
+/// One field of an RDATA layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field {
+    /// A domain name, possibly compressed.
+    Name,
+    /// This many bytes.
+    Fixed(usize),
+    /// A `<character-string>`: a length byte and that many bytes (RFC 1035 §3.3).
+    Str,
+    /// `<character-string>`s to the end of the RDATA (TXT, RFC 1035 §3.3.14).
+    Strs,
+    /// SvcParams to the end: key, length, value (RFC 9460 §2.2).
+    Params,
+    /// Anything to the end (key material, signatures, bitmaps, opaque data).
+    Rest,
+}
+
+use Field::{Fixed, Name as N, Params, Rest, Str, Strs};
+
+/// The RDATA layout of `rtype` in class `class`; `None` for types nodedns treats as opaque
+/// (RFC 3597 §4: a type not in this list must not carry compressed names, so there is
+/// nothing to check and nothing a dropped record can leave dangling). The list holds every
+/// type of RFC 3597 §4 whose RDATA holds names (NS, MD, MF, CNAME, SOA, MB, MG, MR, PTR,
+/// MINFO, MX; RP, AFSDB, RT, SIG, PX, NXT, NAPTR, SRV), the later ones that do (KX, DNAME,
+/// RRSIG, NSEC, SVCB, HTTPS), and the common fixed-size ones. A layout that does not end in
+/// an open field must fill the RDATA exactly.
+pub(super) fn shape(rtype: u16, class: u16) -> Option<&'static [Field]> {
+    Some(match rtype {
+        // CHAOS A is a name and an address (RFC 1035 §3.4.1 is for IN only).
+        rtype::A if class == class::IN => &[Fixed(4)],
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR, DNAME.
+        2..=5 | 7..=9 | 12 | 39 => &[N],
+        rtype::SOA => &[N, N, Fixed(20)],
+        // WKS: address, protocol, bitmap.
+        11 => &[Fixed(5), Rest],
+        // HINFO.
+        13 => &[Str, Str],
+        // MINFO, RP.
+        14 | 17 => &[N, N],
+        // MX, AFSDB, RT, KX: preference then a name.
+        15 | 18 | 21 | 36 => &[Fixed(2), N],
+        rtype::TXT => &[Strs],
+        // SIG, RRSIG: 18 fixed bytes, the signer's name, the signature.
+        24 | 46 => &[Fixed(18), N, Rest],
+        // PX.
+        26 => &[Fixed(2), N, N],
+        rtype::AAAA => &[Fixed(16)],
+        // NXT, NSEC: next name, type bitmap.
+        30 | 47 => &[N, Rest],
+        // SRV: priority, weight, port, target.
+        33 => &[Fixed(6), N],
+        // NAPTR: order, preference, flags, services, regexp, replacement (RFC 3403 §4.1).
+        35 => &[Fixed(4), Str, Str, Str, N],
+        // DS, DNSKEY: 4 fixed bytes, then digest or key.
+        43 | 48 => &[Fixed(4), Rest],
+        // NSEC3: algorithm, flags, iterations, salt, next hash, bitmap (RFC 5155 §3.2).
+        50 => &[Fixed(4), Str, Str, Rest],
+        // NSEC3PARAM.
+        51 => &[Fixed(4), Str],
+        // TLSA: usage, selector, matching type, data.
+        52 => &[Fixed(3), Rest],
+        // SVCB, HTTPS: priority, target, params.
+        64 | 65 => &[Fixed(2), N, Params],
+        // CAA: flags, tag, value.
+        257 => &[Fixed(1), Str, Rest],
+        _ => return None,
+    })
+}
+
+/// Walks the RDATA of `rr` along `fields` and calls `each` with every field and its span in
+/// `msg`; `Err` when the RDATA does not have that shape.
+fn walk_fields(
+    msg: &[u8],
+    rr: &Rr,
+    fields: &[Field],
+    mut each: impl FnMut(Field, usize, usize),
+) -> Result<(), WalkError> {
+    let mut at = rr.rdata;
+    for &field in fields {
+        let end = match field {
+            N => {
+                let end = read_name(msg, at, None)?;
+                // A name must end inside the RDATA, not run on into the next record.
+                if end > rr.end {
+                    return Err(WalkError::BadRdata);
+                }
+                end
+            }
+            Fixed(n) => at + n,
+            Str => at + 1 + usize::from(*msg.get(at).ok_or(WalkError::BadRdata)?),
+            Strs => {
+                let mut s = at;
+                while s < rr.end {
+                    s += 1 + usize::from(*msg.get(s).ok_or(WalkError::BadRdata)?);
+                }
+                s
+            }
+            Params => params_end(msg, at, rr.end)?,
+            Rest => rr.end,
+        };
+        if end > rr.end {
+            return Err(WalkError::BadRdata);
+        }
+        each(field, at, end);
+        at = end;
+    }
+    if at == rr.end {
+        Ok(())
+    } else {
+        Err(WalkError::BadRdata)
+    }
+}
+
+/// Where SvcParams starting at `at` end: each is a key, a length and that many bytes, with
+/// keys strictly increasing (RFC 9460 §2.2).
+fn params_end(msg: &[u8], mut at: usize, end: usize) -> Result<usize, WalkError> {
+    let mut last: Option<u16> = None;
+    while at < end {
+        let key = u16_at(msg, at).ok_or(WalkError::BadRdata)?;
+        let len = u16_at(msg, at + 2).ok_or(WalkError::BadRdata)?;
+        if last.is_some_and(|l| key <= l) {
+            return Err(WalkError::BadRdata);
+        }
+        last = Some(key);
+        at += 4 + usize::from(len);
+    }
+    Ok(at)
+}
+
+/// Checks the RDATA of `rr` in `msg` against its type's shape: sizes exact, names valid
+/// ([`read_name`]) and ending inside the RDATA.
+pub(super) fn check_rdata(msg: &[u8], rr: &Rr) -> Result<(), WalkError> {
+    // The types most answers hold, without the general walk.
+    let fixed = match (rr.rtype, rr.class) {
+        (rtype::A, class::IN) => Some(4),
+        (rtype::AAAA, _) => Some(16),
+        _ => None,
+    };
+    if let Some(len) = fixed {
+        return if rr.end - rr.rdata == len {
+            Ok(())
+        } else {
+            Err(WalkError::BadRdata)
+        };
+    }
+    match shape(rr.rtype, rr.class) {
+        Some(fields) => walk_fields(msg, rr, fields, |_, _, _| {}),
+        None => Ok(()),
+    }
+}
+
+/// Appends `rr` of `msg` to `out` with every name re-encoded so that it points nowhere at
+/// or past `keep_below` (a name is written out in full from the first pointer that would),
+/// and returns the offset of its TTL field in `out`. Used for the records after one that
+/// was dropped: their pointers may aim into it, and everything from it on has moved. Only
+/// called on records [`check_rdata`] accepted.
+pub(super) fn rewrite_record(
+    msg: &[u8],
+    rr: &Rr,
+    keep_below: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, WalkError> {
+    write_name(msg, rr.start, keep_below, out)?;
+    let fixed = rr.ttl_at - 4;
+    out.extend_from_slice(msg.get(fixed..rr.rdata - 2).ok_or(WalkError::Truncated)?);
+    // Type, class, TTL: the TTL is the last four of those eight bytes.
+    let ttl_at = out.len() - 4;
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    let mut result = Ok(());
+    match shape(rr.rtype, rr.class) {
+        Some(fields) => walk_fields(msg, rr, fields, |field, from, to| {
+            if field == N {
+                if let Err(e) = write_name(msg, from, keep_below, out) {
+                    result = Err(e);
+                }
+            } else {
+                out.extend_from_slice(msg.get(from..to).unwrap_or_default());
+            }
+        })?,
+        None => out.extend_from_slice(msg.get(rr.rdata..rr.end).ok_or(WalkError::Truncated)?),
+    }
+    result?;
+    let rdlen = u16::try_from(out.len() - rdlen_at - 2).map_err(|_| WalkError::TooLong)?;
+    super::put_u16(out, rdlen_at, rdlen);
+    Ok(ttl_at)
+}
+
+/// Appends the name at `at` to `out`: labels copied, and a pointer kept only while it aims
+/// below `keep_below` (those offsets are the same in `out`); otherwise followed.
+fn write_name(
+    msg: &[u8],
+    at: usize,
+    keep_below: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WalkError> {
+    // Checked by `read_name` first, so the walk below is bounded the same way.
+    read_name(msg, at, None)?;
+    let mut pos = at;
+    loop {
+        let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
+        if byte & 0xC0 == 0xC0 {
+            let low = *msg.get(pos + 1).ok_or(WalkError::Truncated)?;
+            let target = (usize::from(byte & 0x3F) << 8) | usize::from(low);
+            if target < keep_below {
+                out.extend_from_slice(&[byte, low]);
+                return Ok(());
+            }
+            pos = target;
+            continue;
+        }
+        let next = pos + 1 + usize::from(byte);
+        out.extend_from_slice(msg.get(pos..next).ok_or(WalkError::Truncated)?);
+        if byte == 0 {
+            return Ok(());
+        }
+        pos = next;
+    }
+}
