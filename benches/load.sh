@@ -8,6 +8,7 @@
 #   RUNS=1 DUR=2 benches/load.sh   fewer/shorter runs (full mode only)
 #   SERVERS="nodedns dnsdist" MIXES=miss benches/load.sh   a subset (ratios need the servers)
 #   NODEDNS=path/to/nodedns benches/load.sh   another nodedns binary (e.g. an older build)
+#   CLIENTS=32 benches/load.sh   dnsperf client sockets (default 8): batch sizes follow it
 #   MEMORY_ONLY=1 benches/load.sh  only nodedns's RSS growth per cached entry, median of RUNS
 #                                  fresh daemons (release build; no peers, no throughput runs)
 #
@@ -47,7 +48,7 @@ UPSTREAM=127.0.0.2
 declare -A ADDR=([nodedns]=127.0.0.11 [dnsdist]=127.0.0.12 [unbound]=127.0.0.13 [floor]=127.0.0.14)
 read -r -a SERVERS <<<"${SERVERS:-nodedns dnsdist unbound floor}"
 read -r -a MIXES <<<"${MIXES:-hit miss nxdomain cookie}"
-DNSPERF=(dnsperf -p "$PORT" -c 8 -q 256 -t 2)
+DNSPERF=(dnsperf -p "$PORT" -c "${CLIENTS:-8}" -q 256 -t 2)
 TCK=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nodedns-load.XXXXXX")
