@@ -103,6 +103,12 @@ pub fn load(cache: &Cache, path: &Path) -> Result<Loaded, SnapshotError> {
         return Err(SnapshotError::TooLarge);
     }
     let data = std::fs::read(path)?;
+    load_bytes(cache, &data)
+}
+
+/// Reads a snapshot's bytes into `cache`, as [`load`] does with a file's; the fuzz target
+/// for the format calls this, so it sees exactly what a file read would give.
+pub fn load_bytes(cache: &Cache, data: &[u8]) -> Result<Loaded, SnapshotError> {
     let Some((body, crc)) = data.split_last_chunk::<4>() else {
         return Err(SnapshotError::Magic);
     };
