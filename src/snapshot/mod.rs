@@ -140,6 +140,16 @@ pub fn load(
     policy: impl Fn(&[u8]) -> Option<TtlPolicy>,
 ) -> Result<Loaded, SnapshotError> {
     let data = file::read(path, MAX_FILE)?;
+    load_bytes(cache, &data, policy)
+}
+
+/// Reads a snapshot's bytes into `cache`, as [`load`] does with a file's; the fuzz target
+/// for the format calls this, so it sees exactly what a file read would give.
+pub fn load_bytes(
+    cache: &Cache,
+    data: &[u8],
+    policy: impl Fn(&[u8]) -> Option<TtlPolicy>,
+) -> Result<Loaded, SnapshotError> {
     let Some((body, crc)) = data.split_last_chunk::<4>() else {
         return Err(SnapshotError::Magic);
     };

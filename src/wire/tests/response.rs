@@ -333,3 +333,41 @@ fn negative_answer_too_big_keeps_opt_and_sets_tc() {
     assert!(!m.metadata.truncation, "stripping the OPT made it fit");
     assert_eq!(m.authorities.len(), 1);
 }
+
+/// Found by the `reply` fuzz target: an owner name that is a compression pointer into the
+/// header (offset 0) reads the upstream's ID and flags as labels: `\x03a\x81\x80` then the
+/// root (QDCOUNT's high byte). The served copy carries the client's ID instead, so the same
+/// pointer there reads 0x42 as a label length byte of the reserved type 01: the reply cannot
+/// be decoded. RFC 1035 §4.1.4 pointers name a prior occurrence of a name, which the header
+/// never holds; the upstream answer validator refuses pointers that do not aim after the
+/// header and before the name, so this holds.
+#[test]
+fn an_owner_pointing_into_the_header_is_refused_or_served_decodable() {
+    let resp = msg(
+        0x0361,
+        QR,
+        [1, 1, 0, 0],
+        &[&question("a", rtype::A, class::IN), &a(&[0xC0, 0], 60, 1)],
+    );
+    assert!(
+        Message::from_vec(&resp).is_ok(),
+        "the upstream answer itself decodes"
+    );
+    let mut stored = Vec::new();
+    let Ok((_, layout)) = normalize_response(&resp, &mut stored) else {
+        return;
+    };
+    let client = Client {
+        header: ClientHeader {
+            id: 0x4242,
+            flags: flag::RD,
+            dnssec_ok: false,
+        },
+        question: &question("a", rtype::A, class::IN),
+        has_edns: false,
+        max_len: PLAIN_UDP_SIZE,
+    };
+    let mut out = Vec::new();
+    write_reply(&stored, &layout, &client, TtlRewrite::Fixed(30), &mut out);
+    Message::from_vec(&out).unwrap();
+}
