@@ -371,3 +371,38 @@ fn an_owner_pointing_into_the_header_is_refused_or_served_decodable() {
     write_reply(&stored, &layout, &client, TtlRewrite::Fixed(30), &mut out);
     Message::from_vec(&out).unwrap();
 }
+
+/// Found by the `response` fuzz target: a CNAME target that ends in a pointer to the last
+/// byte of its own record's TTL (0x3c, read as a 60-byte label). The pointer aims backwards
+/// and after the header, so the validator lets it through, but the bytes it aims at are not a
+/// name: once the records are rewritten the normalised message no longer parses. Pointers
+/// must land where an earlier name's label begins; until the validator checks that, this
+/// fails, and the `response` target is left out of the CI smoke run (`fuzz/smoke.sh`).
+#[test]
+#[ignore = "a pointer into a TTL passes the validator; fix: pointers must land on a label start"]
+fn a_pointer_into_a_ttl_is_refused_or_normalises_to_a_message_that_parses() {
+    let resp = hex(
+        "42428180000100020001000303777777076578616d706c6504746573740000010001c00c000500010000\
+         003c000b087265676973747279c02bc02e00010001800000010004c612010ac0100002000100000e1000\
+         06036e7331c010c0550001000100000e100004c61201fb0000291000000000000000c00c000100010000\
+         003c0004c6120909",
+    );
+    let mut stored = Vec::new();
+    let Ok((_, layout)) = normalize_response(&resp, &mut stored) else {
+        return;
+    };
+    let mut again = Vec::new();
+    let message = layout.message(&stored).to_vec();
+    assert!(
+        normalize_response(&message, &mut again).is_ok(),
+        "a normalised message does not parse again"
+    );
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0))
+        .collect()
+}
