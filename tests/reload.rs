@@ -291,14 +291,6 @@ async fn loop_until_answer(addr: SocketAddr, name: &str) -> hickory_proto::op::M
     }
 }
 
-fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Opens `fifo` for writing after a while, which releases a reader stuck opening it: a
 /// failing test then ends instead of hanging.
 fn release_later(fifo: &Path) {
@@ -316,7 +308,7 @@ async fn a_reload_pointed_at_a_fifo_is_refused_at_once() {
     let path = write_config(dir.path(), &config_forwarding_to(up.addr()));
     let ns = Nodedns::start_file(&path, Duration::from_secs(3600)).await;
     std::fs::remove_file(&path).unwrap();
-    mkfifo(&path);
+    support::mkfifo(&path);
     release_later(&path);
     let reload = tokio::time::timeout(Duration::from_secs(5), ns.control.reload()).await;
     let err = reload.expect("a reload reading a FIFO hung").unwrap_err();
@@ -347,7 +339,7 @@ async fn sigterm_ends_the_process_while_a_watched_file_is_a_fifo() {
         wait_ready(listen, "hot.example.test").await;
         let fifo = if fifo_is == "config" { &cfg } else { &resolv };
         std::fs::remove_file(fifo).unwrap();
-        mkfifo(fifo);
+        support::mkfifo(fifo);
         release_later(fifo);
         daemon.signal("HUP");
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -289,14 +289,6 @@ async fn a_snapshot_another_user_owns_is_refused() {
     .await;
 }
 
-fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Unblocks a reader stuck opening `fifo` (so a failing test ends instead of hanging).
 fn release(fifo: PathBuf) {
     std::thread::spawn(move || {
@@ -310,7 +302,7 @@ async fn a_fifo_at_the_snapshot_path_does_not_hold_up_start() {
     let up = upstream().await;
     let dir = private_dir();
     let path = dir.path().join("cache.snap");
-    mkfifo(&path);
+    support::mkfifo(&path);
     release(path.clone());
     let listen: SocketAddr = (IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()).into();
     let text = format!(

@@ -21,15 +21,9 @@ enum Via {
     Tcp,
 }
 
-/// Wire form of a dotted name.
+/// Wire form of a dotted (lowercase) name.
 fn wire(dotted: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in dotted.split('.').filter(|l| !l.is_empty()) {
-        out.push(u8::try_from(label.len()).unwrap());
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
+    nodedns::zones::to_wire(dotted).unwrap()
 }
 
 /// A scripted answer to `qname A`: header (QR, RD, RA; the counts given), the question, and

@@ -10,3 +10,13 @@ pub mod daemon;
 pub mod fake_upstream;
 pub mod nodedns;
 pub mod scrape;
+
+/// Makes a FIFO at `path`: a file that blocks whoever opens it for reading until a writer
+/// comes, for the tests that show nodedns never waits on one.
+pub fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
