@@ -4,7 +4,7 @@
 //! what `scope` says belongs.
 
 use super::scope::{MAX_CHAIN, Scope};
-use super::validate::{Name, check_rdata, read_name, rewrite_record};
+use super::validate::{Name, Names, check_rdata, rewrite_record};
 use super::{
     ANCOUNT_AT, ARCOUNT_AT, EDNS_DO, EDNS_EDE, EDNS_UDP_SIZE, HEADER_LEN, Header, NSCOUNT_AT,
     WalkError, flag, put_u16, put_u32, rcode, read_rr, rtype, u32_at, walk_options,
@@ -118,7 +118,9 @@ impl WireError {
             WalkError::Truncated => WireError::Truncated(place),
             WalkError::BadLabel => WireError::BadName("reserved label type"),
             WalkError::TooLong => WireError::BadName("longer than 255 bytes"),
-            WalkError::BadPointer => WireError::BadName("compression pointer not backwards"),
+            WalkError::BadPointer => {
+                WireError::BadName("compression pointer not to an earlier name")
+            }
             WalkError::BadRdata => WireError::BadRdata,
         }
     }
@@ -161,7 +163,8 @@ pub fn normalize_response(resp: &[u8], out: &mut Vec<u8>) -> Result<(Analysis, L
 ///
 /// Nothing that fails here may be cached or served (the forwarder counts it and asks the next
 /// upstream): every name, owners and those inside the RDATA of the types `validate` knows,
-/// must decompress with pointers that only go backwards (RFC 1035 §4.1.4), every such RDATA
+/// must decompress with pointers that only aim where an earlier name begins (RFC 1035 §4.1.4,
+/// see `validate::Names`), every such RDATA
 /// must have its type's shape and size, the section counts must match the records present,
 /// and nothing may follow the last record.
 ///
@@ -190,10 +193,14 @@ pub fn normalize_for_zone(
     }
     let header = Header::parse(resp).ok_or(WireError::Truncated("header"))?;
     let mut scope = Scope::new(zone);
+    let mut names = Names::default();
     let mut at = HEADER_LEN;
     for _ in 0..header.qdcount {
         let name = (header.qdcount == 1).then(|| scope.question_mut());
-        at = read_name(resp, at, name).map_err(|e| WireError::walk(e, "question"))? + 4;
+        at = names
+            .read(resp, at, name)
+            .map_err(|e| WireError::walk(e, "question"))?
+            + 4;
     }
     if at > resp.len() {
         return Err(WireError::Truncated("question"));
@@ -205,10 +212,18 @@ pub fn normalize_for_zone(
         ..Layout::default()
     };
     let mut walk = Walk::default();
-    at = walk_answers(resp, at, header.ancount, &mut scope, &mut walk, out)?;
+    at = walk_answers(
+        resp,
+        at,
+        header.ancount,
+        &mut scope,
+        &mut names,
+        &mut walk,
+        out,
+    )?;
     for (section, count) in [(1, header.nscount), (2, header.arcount)] {
         for _ in 0..count {
-            at = walk_record(resp, at, section, &mut scope, &mut walk, out)?;
+            at = walk_record(resp, at, section, &mut scope, &mut names, &mut walk, out)?;
         }
     }
     if at != resp.len() {
@@ -246,6 +261,7 @@ fn walk_answers(
     start: usize,
     count: u16,
     scope: &mut Scope<'_>,
+    names: &mut Names,
     walk: &mut Walk,
     out: &mut Vec<u8>,
 ) -> Result<usize, WireError> {
@@ -255,7 +271,7 @@ fn walk_answers(
         let mut chain_at_first_drop = None;
         for _ in 0..count {
             let before = walk.dropped;
-            at = walk_record(resp, at, 0, scope, walk, out)?;
+            at = walk_record(resp, at, 0, scope, names, walk, out)?;
             if walk.dropped != before && chain_at_first_drop.is_none() {
                 chain_at_first_drop = Some(scope.len());
             }
@@ -298,13 +314,14 @@ fn walk_record(
     at: usize,
     section: usize,
     scope: &mut Scope<'_>,
+    names: &mut Names,
     walk: &mut Walk,
     out: &mut Vec<u8>,
 ) -> Result<usize, WireError> {
     let rr = read_rr(resp, at).map_err(|e| WireError::walk(e, "record"))?;
     // Most answers are owned by a name on the chain through a pointer to where it was read
-    // (the question at offset 12, a CNAME's target), checked already: when that place is
-    // before this record, the owner needs no decompression.
+    // (the question at offset 12, a CNAME's target): when that place is before this record,
+    // the owner needs no decompression, only the pointer's check.
     let owner_on_chain = section == 0
         && rr.ttl_at == rr.start + 6
         && owner_pointer(resp, rr.start).is_some_and(|t| t < rr.start && scope.chain_name_at(t));
@@ -312,11 +329,10 @@ fn walk_record(
     // The buffer is only made (255 bytes zeroed) when they are needed.
     let need_owner = !owner_on_chain && (section == 0 || !scope.zone_is_root());
     let mut owner = need_owner.then(Name::default);
-    if !owner_on_chain {
-        read_name(resp, rr.start, owner.as_mut())
-            .map_err(|e| WireError::walk(e, "record owner"))?;
-    }
-    check_rdata(resp, &rr).map_err(|e| WireError::walk(e, "RDATA"))?;
+    names
+        .read(resp, rr.start, owner.as_mut())
+        .map_err(|e| WireError::walk(e, "record owner"))?;
+    check_rdata(resp, names, &rr).map_err(|e| WireError::walk(e, "RDATA"))?;
     if rr.rtype == rtype::OPT {
         if section != 2 {
             return Err(WireError::MisplacedOpt);
@@ -337,7 +353,7 @@ fn walk_record(
     }
     let keep = match (section, &owner) {
         (0, owner) => scope
-            .answer(resp, &rr, owner.as_ref())
+            .answer(resp, names, &rr, owner.as_ref())
             .map_err(|e| WireError::walk(e, "RDATA"))?,
         (_, Some(owner)) => scope.in_zone(owner),
         // The root zone: every owner is in it.
@@ -356,9 +372,8 @@ fn walk_record(
             out.extend_from_slice(&resp[rr.start..rr.end]);
             ttl_at
         }
-        Some(keep_below) => {
-            rewrite_record(resp, &rr, keep_below, out).map_err(|e| WireError::walk(e, "record"))?
-        }
+        Some(keep_below) => rewrite_record(resp, names, &rr, keep_below, out)
+            .map_err(|e| WireError::walk(e, "record"))?,
     };
     put_u32(out, ttl_at, ttl);
     if let Some(count) = walk.counts.get_mut(section) {

@@ -6,7 +6,7 @@
 //! check names (`response` and `validate` do): it is told each record's owner, already
 //! decompressed and lowercased, and compares names as such.
 
-use super::validate::{Name, read_name};
+use super::validate::{Name, Names};
 use super::{Rr, WalkError, rtype};
 
 /// The longest chain followed: the question's name and this many CNAME/DNAME targets less
@@ -90,6 +90,7 @@ impl<'z> Scope<'z> {
     pub(super) fn answer(
         &mut self,
         msg: &[u8],
+        names: &mut Names,
         rr: &Rr,
         owner: Option<&Name>,
     ) -> Result<bool, WalkError> {
@@ -110,7 +111,7 @@ impl<'z> Scope<'z> {
         if on_chain {
             if rr.rtype == rtype::CNAME {
                 let mut target = Name::default();
-                read_name(msg, rr.rdata, Some(&mut target))?;
+                names.read(msg, rr.rdata, Some(&mut target))?;
                 self.add(target, false, Some(rr.rdata));
             }
             return Ok(true);
@@ -119,7 +120,7 @@ impl<'z> Scope<'z> {
             return Ok(true);
         };
         match rr.rtype {
-            DNAME => self.dname(msg, rr, owner),
+            DNAME => self.dname(msg, names, rr, owner),
             RRSIG => Ok(self
                 .more
                 .iter()
@@ -131,9 +132,15 @@ impl<'z> Scope<'z> {
     /// A DNAME at `owner` is on the chain when `owner` is a proper ancestor of a name on it
     /// (RFC 6672 §2.2: it redirects the names below its owner, not the owner itself). Each
     /// such name, with `owner` replaced by the DNAME's target, joins the chain.
-    fn dname(&mut self, msg: &[u8], rr: &Rr, owner: &Name) -> Result<bool, WalkError> {
+    fn dname(
+        &mut self,
+        msg: &[u8],
+        names: &mut Names,
+        rr: &Rr,
+        owner: &Name,
+    ) -> Result<bool, WalkError> {
         let mut target = Name::default();
-        read_name(msg, rr.rdata, Some(&mut target))?;
+        names.read(msg, rr.rdata, Some(&mut target))?;
         let mut redirected: [Option<Name>; MAX_CHAIN] = [None; MAX_CHAIN];
         let mut found = 0;
         let question = self.has_question.then_some(&self.qname);

@@ -1,12 +1,12 @@
 //! The checks an upstream answer's records must pass before anything of it is cached or
 //! served: every name decompresses under strict rules, and every RDATA has its type's shape.
 //!
-//! This file owns name decompression ([`read_name`]), the RDATA shapes of the types nodedns
+//! This file owns name decompression ([`Names`]), the RDATA shapes of the types nodedns
 //! knows ([`shape`]), checking a record's RDATA against its shape ([`check_rdata`]), and
 //! re-encoding a record whose compression pointers would dangle once records before it are
 //! dropped ([`rewrite_record`]). It does not decide which records are kept: `scope` does.
 
-use super::{HEADER_LEN, MAX_NAME, Rr, WalkError, class, rtype, u16_at};
+use super::{MAX_NAME, Rr, WalkError, class, rtype, u16_at};
 
 /// A name, decompressed and lowercased, in wire form (length-prefixed labels, root last).
 #[derive(Clone, Copy)]
@@ -40,6 +40,19 @@ impl Name {
         true
     }
 
+    /// Writes `label` (length byte included) at offset `at`, lowercased; the caller has
+    /// checked that it fits in 255 bytes.
+    fn push(&mut self, at: usize, label: &[u8]) {
+        if let Some(dst) = self.bytes.get_mut(at..at + label.len()) {
+            dst.copy_from_slice(label);
+            if let Some(text) = dst.get_mut(1..) {
+                text.make_ascii_lowercase();
+            }
+            // Fits: at most MAX_NAME (255), checked by the caller.
+            self.len = (at + label.len()) as u8;
+        }
+    }
+
     /// Offsets of each label's length byte, from the first label to the root label.
     pub(super) fn label_starts(&self) -> impl Iterator<Item = usize> + '_ {
         let wire = self.wire();
@@ -59,27 +72,118 @@ impl Name {
     }
 }
 
-/// Reads the name at `at` in `msg` and returns the offset just past it in place (after its
-/// root label or its first pointer). When `name` is given, the name is written into it,
-/// decompressed and lowercased.
+/// Where the names read so far begin: a compression pointer may only aim at one of these.
 ///
-/// RFC 1035 §4.1.4 lets a name end in a pointer to an earlier occurrence. Stricter than the
-/// RFC's letter, as unbound is: every pointer must point before the start of the label
-/// sequence being read when it is met (so each pointer moves strictly backwards and no chain
-/// of pointers can loop), and after the header; only label types 00 and 11 are allowed
-/// (01 and 10 are the deprecated extended and the reserved types, RFC 6891 §5); and the whole
-/// name, root label included, is at most 255 bytes (RFC 1035 §2.3.4). The loop ends because
-/// every step either moves forward inside a sequence that ends before the message does, or
-/// lowers the floor a pointer must stay under.
-pub(super) fn read_name(
-    msg: &[u8],
-    at: usize,
-    mut name: Option<&mut Name>,
-) -> Result<usize, WalkError> {
+/// RFC 1035 §4.1.4 lets a name end in a pointer to "a prior occurance of the same name".
+/// Stricter than the RFC's letter: a pointer must aim at a place where a name read earlier
+/// begins, or one of its labels, or the pointer that ends it. Anything else (a TTL, a type, a
+/// count, the middle of a label, RDATA of a type whose layout nodedns does not know) is
+/// refused: such a pointer may decompress today, but nodedns rewrites TTLs in place when it
+/// stores and serves a message, and the name would then change or break under it. Each name
+/// is also at most 255 bytes, root label included (RFC 1035 §2.3.4), and only label types 00
+/// and 11 are allowed (01 and 10 are the deprecated extended and the reserved types, RFC 6891
+/// §5).
+///
+/// Names must be read in message order for their places to be noted ([`Names::read`] only
+/// notes a name that starts after every place noted so far); reading one again later checks
+/// it against the same table. As every place is noted with the length of the name from
+/// there, checking a pointer is one lookup: the name it aims at was checked when it was read,
+/// and is not followed again.
+pub(super) struct Names {
+    /// (offset, bytes of the name from there to its end), offsets increasing.
+    starts: Vec<(u16, u8)>,
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        // Most answers hold fewer places than this: one allocation per message.
+        Names {
+            starts: Vec::with_capacity(32),
+        }
+    }
+}
+
+impl Names {
+    /// The length of the name from `at` to its end, when a name read earlier has a place there.
+    fn suffix_at(&self, at: usize) -> Option<usize> {
+        let at = u16::try_from(at).ok()?;
+        let i = self.starts.binary_search_by_key(&at, |&(o, _)| o).ok()?;
+        self.starts.get(i).map(|&(_, len)| usize::from(len))
+    }
+
+    /// Reads the name at `at` in `msg` and returns the offset just past it in place (after its
+    /// root label or its pointer). When `name` is given, the name is written into it,
+    /// decompressed and lowercased. See [`Names`] for the rules.
+    pub(super) fn read(
+        &mut self,
+        msg: &[u8],
+        at: usize,
+        mut name: Option<&mut Name>,
+    ) -> Result<usize, WalkError> {
+        let first_new = self.starts.len();
+        let note = self.starts.last().is_none_or(|&(o, _)| usize::from(o) < at);
+        let mut pos = at;
+        let mut len = 0usize;
+        let end = loop {
+            let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
+            if note && let Ok(place) = u16::try_from(pos) {
+                // The length of the name before this place, for now: turned into the length
+                // from here once the name's end is known. Fits: checked below, at most 255.
+                self.starts.push((place, len as u8));
+            }
+            match byte & 0xC0 {
+                0x00 => {
+                    let next = pos + 1 + usize::from(byte);
+                    let label = msg.get(pos..next).ok_or(WalkError::Truncated)?;
+                    if len + label.len() > MAX_NAME {
+                        return Err(WalkError::TooLong);
+                    }
+                    if let Some(n) = name.as_deref_mut() {
+                        n.push(len, label);
+                    }
+                    len += label.len();
+                    if byte == 0 {
+                        break next;
+                    }
+                    pos = next;
+                }
+                0xC0 => {
+                    let low = *msg.get(pos + 1).ok_or(WalkError::Truncated)?;
+                    let target = (usize::from(byte & 0x3F) << 8) | usize::from(low);
+                    let suffix = if target < at {
+                        self.suffix_at(target)
+                    } else {
+                        None
+                    };
+                    let suffix = suffix.ok_or(WalkError::BadPointer)?;
+                    if len + suffix > MAX_NAME {
+                        return Err(WalkError::TooLong);
+                    }
+                    if let Some(n) = name.as_deref_mut() {
+                        copy_checked(msg, target, len, n)?;
+                    }
+                    len += suffix;
+                    break pos + 2;
+                }
+                _ => return Err(WalkError::BadLabel),
+            }
+        };
+        if let Some(new) = self.starts.get_mut(first_new..) {
+            for (_, before) in new {
+                // Fits: `len` is at most 255 and `before` at most `len`.
+                *before = (len - usize::from(*before)) as u8;
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// Appends to `name`, which holds `len` bytes so far, the name at `at` of `msg`, which
+/// [`Names::read`] checked when it was read: pointers are followed without the table.
+/// Bounded all the same, as a check that was skipped must not become a loop: every pointer
+/// must aim backwards, and the name stays within 255 bytes.
+fn copy_checked(msg: &[u8], at: usize, mut len: usize, name: &mut Name) -> Result<(), WalkError> {
     let mut pos = at;
-    let mut floor = at;
-    let mut end = None;
-    let mut len = 0usize;
     loop {
         let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
         match byte & 0xC0 {
@@ -89,27 +193,19 @@ pub(super) fn read_name(
                 if len + label.len() > MAX_NAME {
                     return Err(WalkError::TooLong);
                 }
-                if let Some(n) = name.as_deref_mut() {
-                    let dst = &mut n.bytes[len..len + label.len()];
-                    dst.copy_from_slice(label);
-                    dst[1..].make_ascii_lowercase();
-                    // Fits: at most MAX_NAME (255), checked above.
-                    n.len = (len + label.len()) as u8;
-                }
+                name.push(len, label);
                 len += label.len();
                 if byte == 0 {
-                    return Ok(end.unwrap_or(next));
+                    return Ok(());
                 }
                 pos = next;
             }
             0xC0 => {
                 let low = *msg.get(pos + 1).ok_or(WalkError::Truncated)?;
                 let target = (usize::from(byte & 0x3F) << 8) | usize::from(low);
-                end.get_or_insert(pos + 2);
-                if target < HEADER_LEN || target >= floor {
+                if target >= pos {
                     return Err(WalkError::BadPointer);
                 }
-                floor = target;
                 pos = target;
             }
             _ => return Err(WalkError::BadLabel),
@@ -190,6 +286,7 @@ pub(super) fn shape(rtype: u16, class: u16) -> Option<&'static [Field]> {
 /// `msg`; `Err` when the RDATA does not have that shape.
 fn walk_fields(
     msg: &[u8],
+    names: &mut Names,
     rr: &Rr,
     fields: &[Field],
     mut each: impl FnMut(Field, usize, usize),
@@ -198,7 +295,7 @@ fn walk_fields(
     for &field in fields {
         let end = match field {
             N => {
-                let end = read_name(msg, at, None)?;
+                let end = names.read(msg, at, None)?;
                 // A name must end inside the RDATA, not run on into the next record.
                 if end > rr.end {
                     return Err(WalkError::BadRdata);
@@ -247,8 +344,8 @@ fn params_end(msg: &[u8], mut at: usize, end: usize) -> Result<usize, WalkError>
 }
 
 /// Checks the RDATA of `rr` in `msg` against its type's shape: sizes exact, names valid
-/// ([`read_name`]) and ending inside the RDATA.
-pub(super) fn check_rdata(msg: &[u8], rr: &Rr) -> Result<(), WalkError> {
+/// ([`Names::read`]) and ending inside the RDATA.
+pub(super) fn check_rdata(msg: &[u8], names: &mut Names, rr: &Rr) -> Result<(), WalkError> {
     // The types most answers hold, without the general walk.
     let fixed = match (rr.rtype, rr.class) {
         (rtype::A, class::IN) => Some(4),
@@ -263,7 +360,7 @@ pub(super) fn check_rdata(msg: &[u8], rr: &Rr) -> Result<(), WalkError> {
         };
     }
     match shape(rr.rtype, rr.class) {
-        Some(fields) => walk_fields(msg, rr, fields, |_, _, _| {}),
+        Some(fields) => walk_fields(msg, names, rr, fields, |_, _, _| {}),
         None => Ok(()),
     }
 }
@@ -275,11 +372,13 @@ pub(super) fn check_rdata(msg: &[u8], rr: &Rr) -> Result<(), WalkError> {
 /// called on records [`check_rdata`] accepted.
 pub(super) fn rewrite_record(
     msg: &[u8],
+    names: &mut Names,
     rr: &Rr,
     keep_below: usize,
     out: &mut Vec<u8>,
 ) -> Result<usize, WalkError> {
-    write_name(msg, rr.start, keep_below, out)?;
+    // The owner was checked when the record was read.
+    copy_name(msg, rr.start, keep_below, out)?;
     let fixed = rr.ttl_at - 4;
     out.extend_from_slice(msg.get(fixed..rr.rdata - 2).ok_or(WalkError::Truncated)?);
     // Type, class, TTL: the TTL is the last four of those eight bytes.
@@ -288,9 +387,9 @@ pub(super) fn rewrite_record(
     out.extend_from_slice(&[0, 0]);
     let mut result = Ok(());
     match shape(rr.rtype, rr.class) {
-        Some(fields) => walk_fields(msg, rr, fields, |field, from, to| {
+        Some(fields) => walk_fields(msg, names, rr, fields, |field, from, to| {
             if field == N {
-                if let Err(e) = write_name(msg, from, keep_below, out) {
+                if let Err(e) = copy_name(msg, from, keep_below, out) {
                     result = Err(e);
                 }
             } else {
@@ -305,16 +404,10 @@ pub(super) fn rewrite_record(
     Ok(ttl_at)
 }
 
-/// Appends the name at `at` to `out`: labels copied, and a pointer kept only while it aims
-/// below `keep_below` (those offsets are the same in `out`); otherwise followed.
-fn write_name(
-    msg: &[u8],
-    at: usize,
-    keep_below: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), WalkError> {
-    // Checked by `read_name` first, so the walk below is bounded the same way.
-    read_name(msg, at, None)?;
+/// Appends the name at `at`, checked already, to `out`: labels copied, and a pointer kept
+/// only while it aims below `keep_below` (those offsets are the same in `out`); otherwise
+/// followed. Bounded all the same: every pointer followed must aim backwards.
+fn copy_name(msg: &[u8], at: usize, keep_below: usize, out: &mut Vec<u8>) -> Result<(), WalkError> {
     let mut pos = at;
     loop {
         let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
@@ -324,6 +417,9 @@ fn write_name(
             if target < keep_below {
                 out.extend_from_slice(&[byte, low]);
                 return Ok(());
+            }
+            if target >= pos {
+                return Err(WalkError::BadPointer);
             }
             pos = target;
             continue;

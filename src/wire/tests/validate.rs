@@ -49,27 +49,55 @@ fn malformed_answers_are_rejected() {
         (
             "owner pointing to itself",
             msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&ptr(FIRST_RR), 1)]),
-            WireError::BadName("compression pointer not backwards"),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "owner pointing past the end",
             msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&[0xFF, 0xFF], 1)]),
-            WireError::BadName("compression pointer not backwards"),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "forward pointer (into its own RDATA)",
             msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&ptr(FIRST_RR + 12), 1)]),
-            WireError::BadName("compression pointer not backwards"),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "pointer into the header",
             msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&ptr(4), 1)]),
-            WireError::BadName("compression pointer not backwards"),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "pointer into the middle of a label (0x40 type: a letter)",
             msg(1, QR, [1, 1, 0, 0], &[&q(), &a(&ptr(13), 1)]),
-            WireError::BadName("reserved label type"),
+            WireError::BadName("compression pointer not to an earlier name"),
+        ),
+        (
+            "pointer into a TTL (its last byte, 0, read as the root)",
+            msg(
+                1,
+                QR,
+                [1, 2, 0, 0],
+                &[
+                    &q(),
+                    &rr(&ptr(12), rtype::A, class::IN, 256, &[192, 0, 2, 1]),
+                    &rr(&ptr(12), rtype::NS, class::IN, 60, &ptr(FIRST_RR + 9)),
+                ],
+            ),
+            WireError::BadName("compression pointer not to an earlier name"),
+        ),
+        (
+            "pointer into TXT text that looks like a name",
+            msg(
+                1,
+                QR,
+                [1, 2, 0, 0],
+                &[
+                    &q(),
+                    &rr(&ptr(12), rtype::TXT, class::IN, 60, &[4, 3, b'c', b'o', 0]),
+                    &a(&[1, b'x', 0xC0, FIRST_RR + 2 + 10 + 1], 2),
+                ],
+            ),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "label type 0x80",
@@ -92,7 +120,7 @@ fn malformed_answers_are_rejected() {
                     &rr(&ptr(12), rtype::CNAME, class::IN, 60, &[0xC3, 0xFF]),
                 ],
             ),
-            WireError::BadName("compression pointer not backwards"),
+            WireError::BadName("compression pointer not to an earlier name"),
         ),
         (
             "AAAA with 4 bytes",
@@ -235,6 +263,24 @@ fn valid_compression_at_its_limits_is_accepted() {
         vec![
             ("example.com.".to_string(), rtype::CNAME),
             ("www.example.com.".to_string(), rtype::A)
+        ]
+    );
+
+    // A pointer to a place where a name begins with a pointer: the owner of the second
+    // record (at 29, itself a pointer to the question) is a name read earlier.
+    let resp = msg(
+        1,
+        QR,
+        [1, 2, 0, 0],
+        &[&q(), &a(&[0xC0, 12], 1), &a(&[0xC0, FIRST_RR], 2)],
+    );
+    let (stored, _, layout) = normalize_in(".", &resp).unwrap();
+    let [an, ..] = sections(&stored, &layout);
+    assert_eq!(
+        an,
+        vec![
+            ("example.com.".to_string(), rtype::A),
+            ("example.com.".to_string(), rtype::A)
         ]
     );
 }
