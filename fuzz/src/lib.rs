@@ -27,6 +27,15 @@ pub fn hickory_parses(bytes: &[u8]) -> bool {
     Message::from_vec(bytes).is_ok()
 }
 
+/// Whether hickory-proto decodes `resp` as an answer the forwarder would normalise: QR set
+/// and opcode QUERY, as `wire::check_reply` requires of every upstream answer before it
+/// reaches `normalize_response`. Other opcodes have other rules in hickory (an UPDATE may
+/// hold records with empty RDATA), which a reply, always opcode QUERY, does not get.
+pub fn hickory_parses_answer(resp: &[u8]) -> bool {
+    Header::parse(resp).is_some_and(|h| h.flags & flag::QR != 0 && h.opcode() == 0)
+        && hickory_parses(resp)
+}
+
 /// Checks a reply nodedns wrote for a client with `id`: a response with that ID, no longer
 /// than `limit`, that nodedns's own response parser accepts and, when `oracle` says hickory
 /// decoded what it was made from, that hickory decodes as well.
