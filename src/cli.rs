@@ -107,13 +107,13 @@ fn probe(config: Option<&std::path::Path>, what: ProbeKind, socket: Option<PathB
             Ok(cfg) => cfg
                 .admin
                 .socket
-                .unwrap_or_else(|| crate::admin::probe::DEFAULT_SOCKET.into()),
+                .unwrap_or_else(|| crate::admin::client::DEFAULT_SOCKET.into()),
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
-        (None, None) => crate::admin::probe::DEFAULT_SOCKET.into(),
+        (None, None) => crate::admin::client::DEFAULT_SOCKET.into(),
     };
     let (name, route) = match what {
         ProbeKind::Ready => ("ready", "/ready"),
@@ -124,7 +124,7 @@ fn probe(config: Option<&std::path::Path>, what: ProbeKind, socket: Option<PathB
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(crate::admin::probe::get(&socket, route, PROBE_TIMEOUT))
+            rt.block_on(crate::admin::client::get(&socket, route, PROBE_TIMEOUT))
                 .map_err(|e| e.to_string())
         });
     match answer {

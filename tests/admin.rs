@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
-use nodedns::admin::probe;
+use nodedns::admin::client as admin_client;
 use support::client::{self, answer_a};
 use support::daemon::{Daemon, free_port, wait_ready, write_config};
 use support::fake_upstream::FakeUpstream;
@@ -38,13 +38,13 @@ async fn unix_socket_serves_the_admin_routes_and_goes_away_at_exit() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
     let ns = Nodedns::start(&config(up.addr(), "127.0.0.1:0", &socket)).await;
-    let health = probe::get(&socket, "/health", WAIT).await.unwrap();
+    let health = admin_client::get(&socket, "/health", WAIT).await.unwrap();
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     let q = client::query_udp(ns.addr, "ok.example.test", RecordType::A, None).await;
     assert_eq!(answer_a(&q.unwrap()), vec![ADDR]);
-    let ready = probe::get(&socket, "/ready", WAIT).await.unwrap();
+    let ready = admin_client::get(&socket, "/ready", WAIT).await.unwrap();
     assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
-    let metrics = probe::get(&socket, "/metrics", WAIT).await.unwrap();
+    let metrics = admin_client::get(&socket, "/metrics", WAIT).await.unwrap();
     assert!(
         metrics.body.contains("nodedns_requests_total"),
         "{metrics:?}"
@@ -68,7 +68,10 @@ async fn stale_socket_file_is_replaced_but_a_live_one_is_not_taken() {
     let ns = Nodedns::start(&config(up.addr(), "", &socket)).await;
     assert_eq!(ns.admin, None, "no TCP admin address configured");
     assert_eq!(
-        probe::get(&socket, "/health", WAIT).await.unwrap().status,
+        admin_client::get(&socket, "/health", WAIT)
+            .await
+            .unwrap()
+            .status,
         200
     );
     // A second process with the same socket: refused at start-up, the first keeps it.
@@ -81,7 +84,10 @@ async fn stale_socket_file_is_replaced_but_a_live_one_is_not_taken() {
         "{err}"
     );
     assert_eq!(
-        probe::get(&socket, "/health", WAIT).await.unwrap().status,
+        admin_client::get(&socket, "/health", WAIT)
+            .await
+            .unwrap()
+            .status,
         200
     );
     ns.shutdown().await;

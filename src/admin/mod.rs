@@ -14,11 +14,12 @@
 //! process and no other; the TCP port belongs to whichever process holds it, and one that
 //! finds it taken serves DNS and retries ([`bind`]). Each listener accepts at most
 //! [`serve::MAX_CONNECTIONS`] connections at once and bounds how long each may live
-//! ([`serve`]). The client side of the unix socket is [`probe`].
+//! ([`serve`]). The client side is [`client`].
 
 mod bind;
-pub mod probe;
+pub mod client;
 mod serve;
+pub mod text;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,34 +6,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+use crate::admin::client::{self, Endpoint};
+use crate::admin::text::{Exposition, Sample};
 
 use super::report::Verdict;
 
-/// Bodies larger than this are cut: /metrics of one nodedns is a few KiB.
-const MAX_BODY: u64 = 4 << 20;
-
 const ADMIN_FIX: &str = "set [admin] address in the config (and check that nodedns runs with \
     it) to see the daemon's own view";
-
-/// One sample line of the text format: `name{label="value",...} value`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-impl Sample {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// The daemon verdicts for the admin address (`None`: disabled in the config).
 pub async fn check(admin: Option<SocketAddr>, wait: Duration) -> Vec<Verdict> {
@@ -45,13 +24,21 @@ pub async fn check(admin: Option<SocketAddr>, wait: Duration) -> Vec<Verdict> {
         )];
     };
     let check = format!("daemon admin {addr}");
-    let body = match timeout(wait, get(addr, "/metrics")).await {
-        Err(_) => Err(format!("no reply to GET /metrics within {wait:?}")),
-        Ok(result) => result,
+    let answer = match client::get_from(Endpoint::Tcp(addr), "/metrics", wait).await {
+        Ok(a) if a.status == 200 => a,
+        Ok(a) => {
+            let status = a.status;
+            return vec![Verdict::warn(
+                check,
+                format!("GET /metrics: HTTP {status}"),
+                ADMIN_FIX,
+            )];
+        }
+        Err(e) => return vec![Verdict::warn(check, format!("unreachable: {e}"), ADMIN_FIX)],
     };
-    match body {
-        Ok(text) => {
-            let samples = parse(&text);
+    match Exposition::parse(&answer.body) {
+        Ok(exposition) => {
+            let samples = exposition.samples;
             let mut verdicts = vec![Verdict::ok(
                 check,
                 format!("GET /metrics: {} samples", samples.len()),
@@ -59,113 +46,12 @@ pub async fn check(admin: Option<SocketAddr>, wait: Duration) -> Vec<Verdict> {
             verdicts.extend(judge(&samples));
             verdicts
         }
-        Err(e) => vec![Verdict::warn(check, format!("unreachable: {e}"), ADMIN_FIX)],
+        Err(e) => vec![Verdict::warn(
+            check,
+            format!("GET /metrics is no Prometheus text: {e}"),
+            "is the admin address this nodedns's? compare with `nodedns --version`",
+        )],
     }
-}
-
-/// A minimal HTTP/1.1 GET: the body of a 200 reply, de-chunked if need be.
-async fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_BODY)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "not an HTTP reply".to_owned())?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("GET {path}: {status}"));
-    }
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    Ok(if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    })
-}
-
-/// Joins the chunks of a chunked body (RFC 9112 §7.1); stops at the last chunk or at anything
-/// malformed.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size_line, rest)) = body.split_once("\r\n") {
-        let size = size_line.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size, 16) else {
-            break;
-        };
-        if size == 0 {
-            break;
-        }
-        let Some(chunk) = rest.get(..size) else {
-            break;
-        };
-        out.push_str(chunk);
-        body = rest
-            .get(size..)
-            .unwrap_or_default()
-            .trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The samples of a Prometheus text exposition; comments and unreadable lines are skipped.
-pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let (name, labels, rest) = match line.find(['{', ' ']) {
-        Some(i) if line[i..].starts_with('{') => {
-            let close = line.rfind('}')?;
-            (
-                &line[..i],
-                parse_labels(line.get(i + 1..close)?),
-                &line[close + 1..],
-            )
-        }
-        Some(i) => (&line[..i], Vec::new(), &line[i..]),
-        None => return None,
-    };
-    let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
-/// `a="x",b="y"` into pairs; escaped quotes inside values are kept escaped (label values here
-/// are addresses and words).
-fn parse_labels(text: &str) -> Vec<(String, String)> {
-    let mut labels = Vec::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let Some(end) = after.find('"') else { break };
-        labels.push((
-            key.trim().trim_start_matches(',').trim().to_owned(),
-            after[..end].to_owned(),
-        ));
-        rest = &after[end + 1..];
-    }
-    labels
 }
 
 fn sum(samples: &[Sample], name: &str, pick: impl Fn(&Sample) -> bool) -> Option<f64> {
@@ -268,15 +154,8 @@ nodedns_upstream_up{upstream=\"10.1.0.251:53\"} 0
 nodedns_inflight 3
 ";
 
-    #[test]
-    fn reads_samples_with_and_without_labels() {
-        let samples = parse(METRICS);
-        assert_eq!(samples.len(), 8);
-        assert_eq!(samples[0].name, "nodedns_requests_total");
-        assert_eq!(samples[0].label("proto"), Some("udp"));
-        assert_eq!(samples[0].label("zone"), Some("."));
-        assert_eq!(samples[7].value, 3.0);
-        assert!(parse("garbage{\n{}\nname{a=\"b\"} notanumber\n").is_empty());
+    fn parse(text: &str) -> Vec<Sample> {
+        Exposition::parse(text).unwrap().samples
     }
 
     #[test]
@@ -292,14 +171,6 @@ nodedns_inflight 3
         assert!(verdicts[1].evidence.contains("down: 10.1.0.251:53"));
         assert_eq!(verdicts[2].status, Status::Warn);
         assert!(verdicts[2].evidence.starts_with("5 stale"));
-    }
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
     }
 
     #[tokio::test]

@@ -1,119 +1,51 @@
-//! Reading the admin endpoint: a minimal HTTP/1.1 GET over loopback, a parser for the
-//! Prometheus text format, and the list of metrics `docs/metrics.md` documents.
+//! Reading the admin endpoint in tests: the library's own client and Prometheus text parser
+//! (what `doctor` uses), with assertions on top, and the list of metrics `docs/metrics.md`
+//! documents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use nodedns::admin::client::{self, Endpoint};
+use nodedns::admin::text::Exposition;
 
-/// `GET path` with `Connection: close`: the status code and the body.
+/// `GET path` over TCP: the status code and the body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: nodedns\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut raw))
+    let answer = client::get_from(Endpoint::Tcp(addr), path, Duration::from_secs(5))
         .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (answer.status, answer.body)
 }
 
-/// One sample: metric name, labels, value.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed exposition.
+/// A parsed exposition, every line of it well-formed.
 #[derive(Debug, Default)]
-pub struct Scrape {
-    pub samples: Vec<Sample>,
-    /// `# TYPE` per metric family.
-    pub types: BTreeMap<String, String>,
-    /// Families with a non-empty `# HELP`.
-    pub helped: BTreeSet<String>,
+pub struct Scrape(Exposition);
+
+impl Deref for Scrape {
+    type Target = Exposition;
+    fn deref(&self) -> &Exposition {
+        &self.0
+    }
 }
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
-        let mut s = Scrape::default();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, ty) = rest.split_once(' ').unwrap();
-                s.types.insert(name.to_string(), ty.to_string());
-            } else if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-                if !help.trim().is_empty() {
-                    s.helped.insert(name.to_string());
-                }
-            } else if !line.starts_with('#') {
-                s.samples.push(sample(line));
-            }
-        }
-        s
+        Scrape(Exposition::parse(text).unwrap_or_else(|e| panic!("/metrics: {e}")))
     }
 
     /// The one sample of `name` carrying (at least) `labels`; panics when none or several do.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<&Sample> = self.matching(name, labels).collect();
+        let found: Vec<_> = self.matching(name, labels).collect();
         assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
         found[0].value
     }
 
     /// The sum over samples of `name` carrying `labels`; panics when there are none.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<f64> = self.matching(name, labels).map(|s| s.value).collect();
-        assert!(!found.is_empty(), "no sample of {name} {labels:?}");
-        found.iter().sum()
-    }
-
-    fn matching<'a>(
-        &'a self,
-        name: &'a str,
-        labels: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
-        })
-    }
-}
-
-/// `name{k="v",...} value` (label values here never hold `"` or `,`).
-fn sample(line: &str) -> Sample {
-    let (series, value) = line.rsplit_once(' ').unwrap();
-    let (name, labels) = match series.split_once('{') {
-        Some((name, rest)) => {
-            let body = rest.strip_suffix('}').unwrap();
-            let labels = body
-                .split(',')
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    (k.to_string(), v.trim_matches('"').to_string())
-                })
-                .collect();
-            (name, labels)
-        }
-        None => (series, BTreeMap::new()),
-    };
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        v => v.parse().unwrap(),
-    };
-    Sample {
-        name: name.to_string(),
-        labels,
-        value,
+        self.0
+            .sum(name, labels)
+            .unwrap_or_else(|| panic!("no sample of {name} {labels:?}"))
     }
 }
 
