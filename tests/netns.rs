@@ -18,6 +18,8 @@ mod process;
 mod rollout;
 #[path = "netns/topology.rs"]
 mod topology;
+#[path = "netns/transparent.rs"]
+mod transparent;
 #[path = "netns/underlay.rs"]
 mod underlay;
 

@@ -41,14 +41,24 @@ fn mount_name(ds: &str, path: &str) -> Option<String> {
 /// What the kubelet gives nodedns: the `kube-dns-upstream` Service's ClusterIP (any
 /// `<SERVICE>_SERVICE_HOST` of the docs' examples gets the same stand-in).
 fn kubelet_env(name: &str) -> Option<String> {
-    name.ends_with("_SERVICE_HOST")
-        .then(|| "198.19.0.53".to_owned())
+    match name {
+        // The kube-dns Service itself, which transparent mode takes over.
+        "KUBE_DNS_SERVICE_HOST" => Some("198.19.96.10".to_owned()),
+        _ => name
+            .ends_with("_SERVICE_HOST")
+            .then(|| "198.19.0.53".to_owned()),
+    }
 }
 
 /// The DaemonSet's config as the pod sees it: the kubelet's variables set, and the node's
 /// files (mounted under `/host/`) in a temporary root: a systemd-resolved node, whose
 /// resolv.conf names the stub and whose resolved file names 192.0.2.1.
 fn load_daemonset_config() -> config::Config {
+    load_shipped("daemonset/nodedns.toml")
+}
+
+/// [`load_daemonset_config`] for the config at `rel`.
+fn load_shipped(rel: &str) -> config::Config {
     let node = tempfile::tempdir().unwrap();
     let host = node.path();
     fs::create_dir_all(host.join("etc")).unwrap();
@@ -59,15 +69,9 @@ fn load_daemonset_config() -> config::Config {
         "nameserver 192.0.2.1\n",
     )
     .unwrap();
-    let text =
-        read("daemonset/nodedns.toml").replace("\"/host/", &format!("\"{}/", host.display()));
-    config::parse_str_with_env(
-        &text,
-        "daemonset/nodedns.toml",
-        &root().join("daemonset"),
-        &kubelet_env,
-    )
-    .unwrap_or_else(|e| panic!("daemonset/nodedns.toml:\n{e}"))
+    let text = read(rel).replace("\"/host/", &format!("\"{}/", host.display()));
+    config::parse_str_with_env(&text, rel, &root().join("daemonset"), &kubelet_env)
+        .unwrap_or_else(|e| panic!("{rel}:\n{e}"))
 }
 
 /// The nodedns configs in a Markdown file: fenced blocks opened by exactly ```` ```toml ````.
@@ -278,4 +282,59 @@ fn toml_blocks_are_found_only_when_fenced_as_plain_toml() {
     let md = "a\n```toml\n[listen]\n```\n```toml gitlab-runner\n[[runners]]\n```\n```\nx\n```\n";
     let blocks = toml_blocks(md);
     assert_eq!(blocks, [(2, "[listen]\n".to_owned())]);
+}
+
+#[test]
+fn the_transparent_component_is_the_base_config_plus_interception() {
+    let base = read("daemonset/nodedns.toml");
+    let transparent = read("daemonset/transparent/nodedns.toml");
+    // Every line of the base is there, in order; what is added is comments and the two keys.
+    let mut base_lines = base.lines().peekable();
+    let mut added = Vec::new();
+    for line in transparent.lines() {
+        if base_lines.peek() == Some(&line) {
+            base_lines.next();
+        } else {
+            added.push(line);
+        }
+    }
+    assert_eq!(
+        base_lines.next(),
+        None,
+        "transparent/nodedns.toml lost a base line"
+    );
+    let keys: Vec<&&str> = added
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            &"intercept = [\"${KUBE_DNS_SERVICE_HOST}\"]",
+            &"instance_lock = \"/run/nodedns-node/instances.lock\""
+        ]
+    );
+    let cfg = load_shipped("daemonset/transparent/nodedns.toml");
+    assert_eq!(
+        cfg.interface.intercept,
+        ["198.19.96.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert!(
+        cfg.listen
+            .addresses
+            .contains(&"198.19.96.10:53".parse().unwrap())
+    );
+    // The lock's directory is the host directory the component mounts.
+    let patch = read("daemonset/transparent/daemonset-patch.yaml");
+    let dir = cfg
+        .interface
+        .instance_lock
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(yaml_value(&patch, "mountPath"), Some(dir));
+    assert_eq!(yaml_value(&patch, "path"), Some(dir));
+    let k = read("daemonset/transparent/kustomization.yaml");
+    assert!(k.contains("kind: Component") && k.contains("behavior: replace"));
 }
