@@ -12,6 +12,8 @@
 mod admin;
 #[path = "netns/clients.rs"]
 mod clients;
+#[path = "netns/ipv6.rs"]
+mod ipv6;
 #[path = "netns/process.rs"]
 mod process;
 #[path = "netns/rollout.rs"]
