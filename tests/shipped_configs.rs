@@ -202,6 +202,7 @@ fn daemonset_agrees_with_its_config() {
     for must in [
         "hostNetwork: true",
         "dnsPolicy: Default",
+        "enableServiceLinks: true",
         "priorityClassName: system-node-critical",
         "maxSurge: 1",
         "maxUnavailable: 0",
