@@ -58,7 +58,10 @@ pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
     }
     for zone in &cfg.zones {
         if let Some(path) = &zone.resolv_conf {
-            add(path);
+            // With systemd-resolved's upstream file: a change there changes the upstreams.
+            for file in config::resolv::watched_files(path) {
+                add(&file);
+            }
         }
     }
     h.finalize()

@@ -12,12 +12,16 @@
 mod admin;
 #[path = "netns/clients.rs"]
 mod clients;
+#[path = "netns/ipv6.rs"]
+mod ipv6;
 #[path = "netns/process.rs"]
 mod process;
 #[path = "netns/rollout.rs"]
 mod rollout;
 #[path = "netns/topology.rs"]
 mod topology;
+#[path = "netns/transparent.rs"]
+mod transparent;
 #[path = "netns/underlay.rs"]
 mod underlay;
 

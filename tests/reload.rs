@@ -217,6 +217,68 @@ async fn rewritten_resolv_conf_switches_upstreams_within_the_watch_interval() {
     );
 }
 
+/// A systemd-resolved node: `etc/resolv.conf` names only the stub, and the resolvers behind
+/// it are in `run/systemd/resolve/resolv.conf`, which resolved replaces when the network
+/// changes. nodedns forwards to those, and follows the replacement.
+#[tokio::test]
+async fn systemd_resolved_upstream_file_is_used_and_followed() {
+    if !can_bind_port_53() {
+        eprintln!(
+            "SKIP systemd_resolved_upstream_file_is_used_and_followed: needs root for port 53"
+        );
+        return;
+    }
+    let a = FakeUpstream::start_at("127.0.1.3:53".parse().unwrap()).await;
+    let b = FakeUpstream::start_at("127.0.1.4:53".parse().unwrap()).await;
+    for up in [&a, &b] {
+        for i in 0..10 {
+            up.add_a(&format!("r{i}.example.test."), ADDR, 300);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run/systemd/resolve");
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        dir.path().join("etc/resolv.conf"),
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
+    )
+    .unwrap();
+    std::fs::write(run.join("resolv.conf"), "nameserver 127.0.1.3\n").unwrap();
+    let path = write_config(
+        dir.path(),
+        "[listen]\naddresses = [\"127.0.0.1:0\"]\nworkers = 1\n[admin]\naddress = \"\"\n\
+         [[zones]]\nname = \".\"\nresolv_conf = \"etc/resolv.conf\"\n",
+    );
+    let watch = Duration::from_millis(200);
+    let ns = Nodedns::start_file(&path, watch).await;
+    client::query_udp(ns.addr, "r0.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.queries_for("r0.example.test."),
+        1,
+        "not forwarded to the resolver behind the stub"
+    );
+
+    let tmp = run.join(".resolv.conf.new");
+    std::fs::write(&tmp, "nameserver 127.0.1.4\n").unwrap();
+    std::fs::rename(&tmp, run.join("resolv.conf")).unwrap();
+    let deadline = Instant::now() + watch * 10;
+    let mut i = 1;
+    while b.udp_queries() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "resolved's new file not picked up"
+        );
+        tokio::time::sleep(watch / 2).await;
+        client::query_udp(ns.addr, &format!("r{i}.example.test"), RecordType::A, None)
+            .await
+            .unwrap();
+        i += 1;
+    }
+}
+
 fn snapshot_config(listen: SocketAddr, upstream: SocketAddr, snapshot: &Path) -> String {
     format!(
         "[listen]\naddresses = [\"{listen}\"]\nworkers = 1\n[admin]\naddress = \"\"\n\

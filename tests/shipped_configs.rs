@@ -38,6 +38,42 @@ fn mount_name(ds: &str, path: &str) -> Option<String> {
     Some(before.strip_prefix("- name:")?.trim().to_owned())
 }
 
+/// What the kubelet gives nodedns: the `kube-dns-upstream` Service's ClusterIP (any
+/// `<SERVICE>_SERVICE_HOST` of the docs' examples gets the same stand-in).
+fn kubelet_env(name: &str) -> Option<String> {
+    match name {
+        // The kube-dns Service itself, which transparent mode takes over.
+        "KUBE_DNS_SERVICE_HOST" => Some("198.19.96.10".to_owned()),
+        _ => name
+            .ends_with("_SERVICE_HOST")
+            .then(|| "198.19.0.53".to_owned()),
+    }
+}
+
+/// The DaemonSet's config as the pod sees it: the kubelet's variables set, and the node's
+/// files (mounted under `/host/`) in a temporary root: a systemd-resolved node, whose
+/// resolv.conf names the stub and whose resolved file names 192.0.2.1.
+fn load_daemonset_config() -> config::Config {
+    load_shipped("daemonset/nodedns.toml")
+}
+
+/// [`load_daemonset_config`] for the config at `rel`.
+fn load_shipped(rel: &str) -> config::Config {
+    let node = tempfile::tempdir().unwrap();
+    let host = node.path();
+    fs::create_dir_all(host.join("etc")).unwrap();
+    fs::create_dir_all(host.join("run/systemd/resolve")).unwrap();
+    fs::write(host.join("etc/resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+    fs::write(
+        host.join("run/systemd/resolve/resolv.conf"),
+        "nameserver 192.0.2.1\n",
+    )
+    .unwrap();
+    let text = read(rel).replace("\"/host/", &format!("\"{}/", host.display()));
+    config::parse_str_with_env(&text, rel, &root().join("daemonset"), &kubelet_env)
+        .unwrap_or_else(|e| panic!("{rel}:\n{e}"))
+}
+
 /// The nodedns configs in a Markdown file: fenced blocks opened by exactly ```` ```toml ````.
 fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
@@ -58,7 +94,7 @@ fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn daemonset_config_is_valid_and_routes_cluster_zones_to_kube_dns_over_tcp() {
-    let cfg = config::load_file(&root().join("daemonset/nodedns.toml")).unwrap();
+    let cfg = load_daemonset_config();
     assert!(cfg.interface.manage);
     assert!(
         !cfg.interface.teardown_on_exit,
@@ -72,8 +108,20 @@ fn daemonset_config_is_valid_and_routes_cluster_zones_to_kube_dns_over_tcp() {
             .find(|z| z.name == name)
             .unwrap_or_else(|| panic!("no zone {name}"));
         assert_eq!(zone.transport, Transport::Tcp, "{name}");
+        // Through the kube-dns-upstream Service, found by the kubelet's variable.
+        assert_eq!(
+            zone.upstreams,
+            ["198.19.0.53:53".parse().unwrap()],
+            "{name}"
+        );
     }
-    assert!(cfg.zones.iter().any(|z| z.name == "."), "no root zone");
+    let root_zone = cfg
+        .zones
+        .iter()
+        .find(|z| z.name == ".")
+        .expect("no root zone");
+    // The node's resolvers, through the mounted resolv.conf and systemd-resolved's file.
+    assert_eq!(root_zone.upstreams, ["192.0.2.1:53".parse().unwrap()]);
     assert_eq!(cfg.admin.address.map(|a| a.port()), Some(9253));
     assert!(
         cfg.admin.socket.is_some(),
@@ -83,8 +131,28 @@ fn daemonset_config_is_valid_and_routes_cluster_zones_to_kube_dns_over_tcp() {
 
 #[test]
 fn daemonset_agrees_with_its_config() {
-    let cfg = config::load_file(&root().join("daemonset/nodedns.toml")).unwrap();
+    let cfg = load_daemonset_config();
     let ds = read("daemonset/daemonset.yaml");
+    // The node's resolv.conf and systemd-resolved's directory, read-only, where the config
+    // reads them (the test above resolves through exactly these paths).
+    for (mount, host_path) in [
+        ("/host/etc/resolv.conf", "/etc/resolv.conf"),
+        ("/host/run/systemd/resolve", "/run/systemd/resolve"),
+    ] {
+        let name = mount_name(&ds, mount).unwrap_or_else(|| panic!("no volumeMount at {mount}"));
+        let at = &ds[ds.find(&format!("mountPath: {mount}")).unwrap()..];
+        assert_eq!(
+            at.lines().nth(1).map(str::trim),
+            Some("readOnly: true"),
+            "{mount}"
+        );
+        let volumes = &ds[ds.find("      volumes:").expect("volumes")..];
+        let volume = &volumes[volumes.find(&format!("- name: {name}")).unwrap()..];
+        assert_eq!(yaml_value(volume, "path"), Some(host_path), "{name}");
+    }
+    let svc = read("daemonset/service-kube-dns-upstream.yaml");
+    assert_eq!(yaml_value(&svc, "name"), Some("kube-dns-upstream"));
+    assert_eq!(yaml_value(&svc, "k8s-app"), Some("kube-dns"));
     // The pod gets time to drain before the kubelet's SIGKILL.
     let grace: u64 = yaml_value(&ds, "terminationGracePeriodSeconds")
         .unwrap()
@@ -134,6 +202,7 @@ fn daemonset_agrees_with_its_config() {
     for must in [
         "hostNetwork: true",
         "dnsPolicy: Default",
+        "enableServiceLinks: true",
         "priorityClassName: system-node-critical",
         "maxSurge: 1",
         "maxUnavailable: 0",
@@ -169,6 +238,7 @@ fn kustomization_references_files_that_exist() {
         "serviceaccount.yaml",
         "daemonset.yaml",
         "service-metrics.yaml",
+        "service-kube-dns-upstream.yaml",
         "nodedns.toml",
     ] {
         assert!(
@@ -198,7 +268,8 @@ fn every_nodedns_config_in_the_docs_is_valid() {
         let text = fs::read_to_string(&file).unwrap();
         for (line, block) in toml_blocks(&text) {
             let origin = format!("{}:{line}", file.display());
-            if let Err(e) = config::parse_str(&block, &origin) {
+            if let Err(e) = config::parse_str_with_env(&block, &origin, Path::new(""), &kubelet_env)
+            {
                 panic!("{origin}: invalid config:\n{e}\n---\n{block}");
             }
             checked += 1;
@@ -212,4 +283,59 @@ fn toml_blocks_are_found_only_when_fenced_as_plain_toml() {
     let md = "a\n```toml\n[listen]\n```\n```toml gitlab-runner\n[[runners]]\n```\n```\nx\n```\n";
     let blocks = toml_blocks(md);
     assert_eq!(blocks, [(2, "[listen]\n".to_owned())]);
+}
+
+#[test]
+fn the_transparent_component_is_the_base_config_plus_interception() {
+    let base = read("daemonset/nodedns.toml");
+    let transparent = read("daemonset/transparent/nodedns.toml");
+    // Every line of the base is there, in order; what is added is comments and the two keys.
+    let mut base_lines = base.lines().peekable();
+    let mut added = Vec::new();
+    for line in transparent.lines() {
+        if base_lines.peek() == Some(&line) {
+            base_lines.next();
+        } else {
+            added.push(line);
+        }
+    }
+    assert_eq!(
+        base_lines.next(),
+        None,
+        "transparent/nodedns.toml lost a base line"
+    );
+    let keys: Vec<&&str> = added
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            &"intercept = [\"${KUBE_DNS_SERVICE_HOST}\"]",
+            &"instance_lock = \"/run/nodedns-node/instances.lock\""
+        ]
+    );
+    let cfg = load_shipped("daemonset/transparent/nodedns.toml");
+    assert_eq!(
+        cfg.interface.intercept,
+        ["198.19.96.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert!(
+        cfg.listen
+            .addresses
+            .contains(&"198.19.96.10:53".parse().unwrap())
+    );
+    // The lock's directory is the host directory the component mounts.
+    let patch = read("daemonset/transparent/daemonset-patch.yaml");
+    let dir = cfg
+        .interface
+        .instance_lock
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(yaml_value(&patch, "mountPath"), Some(dir));
+    assert_eq!(yaml_value(&patch, "path"), Some(dir));
+    let k = read("daemonset/transparent/kustomization.yaml");
+    assert!(k.contains("kind: Component") && k.contains("behavior: replace"));
 }

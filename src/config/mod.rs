@@ -7,8 +7,10 @@
 
 mod bounds;
 mod check;
+mod intercept;
 mod locate;
 mod raw;
+mod reference;
 pub mod resolv;
 mod units;
 mod validate;
@@ -24,6 +26,7 @@ use crate::regular_file::{self, Symlinks};
 /// a reload never holds the control loop reading.
 pub const MAX_FILE: u64 = 1 << 20;
 
+pub use reference::{Env, process_env};
 pub use units::{format_duration, parse_duration, parse_size, parse_upstream};
 pub use zones::{normalize_zone_name, parse_probe};
 
@@ -77,6 +80,13 @@ pub struct Interface {
     pub check_interval: Duration,
     /// Remove the link on exit (default false: a restarting pod keeps the address).
     pub teardown_on_exit: bool,
+    /// Transparent mode: addresses (the kube-dns ClusterIP) nodedns takes over on port 53,
+    /// with NOTRACK rules so kube-proxy's DNAT never sees their queries (default none).
+    /// Each is also in `listen.addresses`, at port 53.
+    pub intercept: Vec<std::net::IpAddr>,
+    /// The file every nodedns of the node holds a shared lock on, so that one exiting
+    /// knows whether another still serves (default `/run/nodedns-node/instances.lock`).
+    pub instance_lock: PathBuf,
 }
 
 /// `[cache]`.
@@ -263,6 +273,12 @@ fn render(diags: &[Diagnostic]) -> String {
 /// Relative paths in the file (`resolv_conf`, `cache.snapshot`) are taken from the file's
 /// directory, so a config and the resolv.conf beside it can move together.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_with_env(path, &process_env)
+}
+
+/// As [`load_file`], with `${NAME}` references in upstreams looked up in `env` instead of
+/// the process environment.
+pub fn load_file_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     // Symlinks followed: a ConfigMap mount is one. The target must be a regular file, read
     // without blocking (see `crate::regular_file`).
@@ -276,7 +292,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         }])
     })?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
-    parse_str_in(&text, &origin, base_dir)
+    parse_str_with_env(&text, &origin, base_dir, env)
 }
 
 /// Parses and validates TOML text; `origin` names it in diagnostics. Relative paths in it are
@@ -287,6 +303,16 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
 
 /// As [`parse_str`], with relative paths in the text taken from `base_dir`.
 pub fn parse_str_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    parse_str_with_env(text, origin, base_dir, &process_env)
+}
+
+/// As [`parse_str_in`], with `${NAME}` references in upstreams looked up in `env`.
+pub fn parse_str_with_env(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+    env: Env<'_>,
+) -> Result<Config, ConfigError> {
     let mut diags = locate::Diags::new(origin, text);
     // Parsed twice: once into a spanned tree that maps an error's offset to its key path,
     // once into the schema. Config files are small and read rarely.
@@ -306,7 +332,7 @@ pub fn parse_str_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config,
         }
     };
     let mut check = check::Check { diags };
-    let config = validate::build(&mut check, &raw, base_dir);
+    let config = validate::build(&mut check, &raw, base_dir, env);
     let mut items = check.diags.items;
     match config {
         Some(config) if items.is_empty() => Ok(config),

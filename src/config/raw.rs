@@ -45,6 +45,8 @@ pub struct RawInterface {
     pub notrack: Option<bool>,
     pub check_interval: Opt<Scalar>,
     pub teardown_on_exit: Option<bool>,
+    pub intercept: Opt<Vec<Spanned<String>>>,
+    pub instance_lock: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

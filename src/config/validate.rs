@@ -9,6 +9,7 @@ use serde_spanned::Spanned;
 
 use super::bounds::*;
 use super::check::{Check, Field};
+use super::intercept;
 use super::raw::{RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
 use super::units::{parse_listen, parse_with_port};
 use super::zones::{self, TtlFields};
@@ -18,12 +19,29 @@ const DEFAULT_LISTEN: &str = "169.254.20.10:53";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9253";
 
 /// Builds the config, or returns `None` when `check` has recorded problems.
-pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<Config> {
-    let listen = listen(check, raw.listen.as_ref().unwrap_or(&RawListen::default()));
-    let interface = interface(
-        check,
-        raw.interface.as_ref().unwrap_or(&RawInterface::default()),
-    );
+pub fn build(
+    check: &mut Check<'_>,
+    raw: &RawConfig,
+    base_dir: &Path,
+    env: super::Env<'_>,
+) -> Option<Config> {
+    let mut listen = listen(check, raw.listen.as_ref().unwrap_or(&RawListen::default()));
+    let no_interface = RawInterface::default();
+    let raw_interface = raw.interface.as_ref().unwrap_or(&no_interface);
+    let interface = interface(check, raw_interface, base_dir);
+    let intercepted = intercept::addresses(check, &raw_interface.intercept, env);
+    if let (Some(l), Some(ips)) = (listen.as_mut(), intercepted.as_ref()) {
+        intercept::listen_on(l, ips);
+    }
+    if let Some(list) = raw_interface
+        .intercept
+        .as_ref()
+        .filter(|l| !l.get_ref().is_empty())
+        && raw_interface.manage != Some(true)
+    {
+        let reason = "needs `manage = true`: the intercepted addresses go on nodedns's link";
+        check.error(Some(list.span()), "interface.intercept", reason);
+    }
     let no_cache = RawCache::default();
     let (cache, ttl) = cache(check, raw.cache.as_ref().unwrap_or(&no_cache), base_dir);
     let forward = forward(
@@ -31,7 +49,8 @@ pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<
         raw.forward.as_ref().unwrap_or(&RawForward::default()),
     );
     let own: &[SocketAddr] = listen.as_ref().map_or(&[], |l| &l.addresses);
-    let zones = zones::zones(check, &raw.zones, own, ttl.as_ref(), base_dir);
+    let ips: &[std::net::IpAddr] = intercepted.as_deref().unwrap_or_default();
+    let zones = zones::zones(check, &raw.zones, own, ttl.as_ref(), base_dir, env, ips);
     let admin = admin(
         check,
         raw.admin.as_ref().unwrap_or(&RawAdmin::default()),
@@ -44,7 +63,10 @@ pub fn build(check: &mut Check<'_>, raw: &RawConfig, base_dir: &Path) -> Option<
     }
     Some(Config {
         listen: listen?,
-        interface: interface?,
+        interface: Interface {
+            intercept: intercepted?,
+            ..interface?
+        },
         cache: cache?,
         forward: forward?,
         zones: zones?,
@@ -135,7 +157,7 @@ fn listen_addresses(
     ok.then_some(addresses)
 }
 
-fn interface(c: &mut Check<'_>, raw: &RawInterface) -> Option<Interface> {
+fn interface(c: &mut Check<'_>, raw: &RawInterface, base_dir: &Path) -> Option<Interface> {
     let name = c.plain("interface.name", &raw.name, "nodedns".to_owned());
     let name_ok = valid_interface_name(&name.value);
     if !name_ok {
@@ -163,6 +185,8 @@ fn interface(c: &mut Check<'_>, raw: &RawInterface) -> Option<Interface> {
         notrack: raw.notrack.unwrap_or(false),
         check_interval: check_interval?.value,
         teardown_on_exit: raw.teardown_on_exit.unwrap_or(false),
+        intercept: Vec::new(),
+        instance_lock: intercept::instance_lock(c, &raw.instance_lock, base_dir)?,
     })
 }
 

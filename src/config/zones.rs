@@ -1,7 +1,7 @@
 //! `[[zones]]`: names, upstreams (listed or read from a resolv.conf), the loop guard, and the
 //! TTL clamps each zone inherits from `[cache]` and may override.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -11,8 +11,9 @@ use serde_spanned::Spanned;
 use super::bounds::{MAX_TTL_CAP, MIN_TTL_CAP, NEGATIVE_TTL_CAP, SERVFAIL_TTL_CAP};
 use super::check::{Check, Field};
 use super::raw::{Opt, RawCache, RawZone, Scalar};
+use super::reference::expand_upstream;
 use super::resolv::{self, MAX_UPSTREAMS};
-use super::units::{format_duration, is_own_address, parse_upstream};
+use super::units::{format_duration, is_own_address};
 use super::{CacheTtl, Policy, Probe, Transport, Zone};
 
 /// The four TTL clamps, with where each came from.
@@ -135,6 +136,8 @@ pub fn zones(
     listen: &[SocketAddr],
     global: Option<&TtlFields>,
     base_dir: &Path,
+    env: super::Env<'_>,
+    intercepted: &[IpAddr],
 ) -> Option<Vec<Zone>> {
     let Some(list) = raw else {
         c.error(None, "zones", "at least one [[zones]] entry is needed");
@@ -154,6 +157,8 @@ pub fn zones(
             listen,
             base: &base,
             base_dir,
+            env,
+            intercepted,
         };
         let name = zone_name(c, &ctx, &raw.get_ref().name, &seen);
         if let Some(name) = &name {
@@ -180,6 +185,9 @@ struct ZoneCtx<'a> {
     listen: &'a [SocketAddr],
     base: &'a TtlFields,
     base_dir: &'a Path,
+    env: super::Env<'a>,
+    /// `[interface] intercept`: nodedns itself once running, so never an upstream.
+    intercepted: &'a [IpAddr],
 }
 
 fn zone_name(
@@ -344,8 +352,13 @@ fn upstream_list(
     let mut upstreams = Vec::new();
     let mut ok = true;
     for text in list.get_ref() {
-        let reason = match parse_upstream(text.get_ref()) {
+        let reason = match expand_upstream(text.get_ref(), ctx.env) {
             Err(reason) => reason,
+            Ok(addr) if ctx.intercepted.contains(&addr.ip()) => format!(
+                "{addr} is intercepted (`[interface] intercept`), so it is nodedns itself: \
+                 forward to the `kube-dns-upstream` Service instead, \
+                 \"${{KUBE_DNS_UPSTREAM_SERVICE_HOST}}:53\""
+            ),
             Ok(addr) if is_own_address(addr, ctx.listen) => {
                 format!("{addr} is nodedns's own listen address: forwarding loop")
             }

@@ -1,5 +1,5 @@
 //! Kubernetes node mode (`[interface] manage = true`): the link that carries the listen
-//! addresses, kept in place, and the optional NOTRACK rules.
+//! addresses, kept in place, the optional NOTRACK rules, and transparent mode's interception.
 //!
 //! This module owns the node's network state that nodedns creates: a dummy link (default
 //! `nodedns`) with every listen IP as a host address (/32 or /128), re-checked every
@@ -16,8 +16,17 @@
 //! `IP_FREEBIND` and `SO_REUSEPORT`, so the next process takes over the address while this
 //! one drains, and removing it would cut the successor off (and a crash could not remove it
 //! anyway, so leaving it is the only state that is the same after every kind of exit).
+//!
+//! Transparent mode (`[interface] intercept`) is the exception: the intercepted addresses
+//! (the kube-dns ClusterIP) go on the link next to the others, and the table
+//! `inet nodedns-intercept` keeps their DNS out of conntrack, so kube-proxy's DNAT never
+//! sees it. On a clean exit of the last nodedns of the node ([`instances`]) the table goes
+//! first, then the addresses, and pods reach kube-dns through kube-proxy again; during a
+//! rollout, or after a crash, both stay (the next process serves them).
 
+pub mod instances;
 pub mod link;
+mod nfnl;
 pub mod nft;
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +57,10 @@ pub struct Managed {
     carrier: Carrier,
     /// Whether the last NOTRACK apply worked, so a failure is logged once, not every check.
     notrack_ok: Option<bool>,
+    /// Whether the last interception apply worked, likewise.
+    intercept_ok: Option<bool>,
+    /// Held while running in transparent mode; `None` otherwise.
+    instance: Option<instances::InstanceLock>,
 }
 
 impl Managed {
@@ -62,6 +75,11 @@ impl Managed {
             tracing::warn!("interface.manage is on but no listen address is a specific IP");
             return Ok(None);
         }
+        let instance = if cfg.intercept.is_empty() {
+            None
+        } else {
+            Some(acquire_instance_lock(&cfg.instance_lock).await?)
+        };
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
         tokio::spawn(conn);
         let mut ips: Vec<IpAddr> = listen.iter().map(SocketAddr::ip).collect();
@@ -74,6 +92,8 @@ impl Managed {
             ips,
             carrier: Carrier::Dummy(cfg.name.clone()),
             notrack_ok: None,
+            intercept_ok: None,
+            instance,
         };
         managed.ensure().await?;
         tracing::info!(carrier = ?managed.carrier, addresses = ?managed.ips, "link-local addresses in place");
@@ -99,7 +119,14 @@ impl Managed {
             }
         }
         if self.cfg.notrack {
-            let ok = match run_nft(nft::render(&self.listen)).await {
+            // Not for intercepted addresses: their rules are withdrawn on their own.
+            let own: Vec<SocketAddr> = self
+                .listen
+                .iter()
+                .filter(|a| !self.cfg.intercept.contains(&a.ip()))
+                .copied()
+                .collect();
+            let ok = match run_nft(Change::Load(nft::notrack_table(&own))).await {
                 Ok(()) => true,
                 Err(e) => {
                     if self.notrack_ok != Some(false) {
@@ -109,6 +136,24 @@ impl Managed {
                 }
             };
             self.notrack_ok = Some(ok);
+        }
+        if !self.cfg.intercept.is_empty() {
+            // After the addresses: an untracked query to an address not yet local would be
+            // routed away instead of reaching kube-dns through kube-proxy.
+            let table = nft::intercept_table(&self.cfg.intercept);
+            let ok = match run_nft(Change::Load(table)).await {
+                Ok(()) => true,
+                Err(e) => {
+                    if self.intercept_ok != Some(false) {
+                        tracing::error!(error = %e, "interception rules not loaded: pods asking the intercepted addresses still reach kube-dns through kube-proxy");
+                    }
+                    false
+                }
+            };
+            if ok && self.intercept_ok != Some(true) {
+                tracing::info!(addresses = ?self.cfg.intercept, "intercepting DNS to these addresses");
+            }
+            self.intercept_ok = Some(ok);
         }
         Ok(())
     }
@@ -171,14 +216,16 @@ impl Managed {
         }
     }
 
-    /// On exit: removes rules, addresses and the link only with `teardown_on_exit`.
+    /// On exit: withdraws the interception when no other nodedns serves the node; removes
+    /// rules, addresses and the link only with `teardown_on_exit`.
     pub async fn finish(self) {
+        self.withdraw_interception().await;
         if !self.cfg.teardown_on_exit {
             tracing::info!(carrier = ?self.carrier, "leaving the link-local addresses in place for the next process");
             return;
         }
         if self.cfg.notrack
-            && let Err(e) = run_nft(nft::render_teardown()).await
+            && let Err(e) = run_nft(Change::Remove(nft::TABLE)).await
         {
             tracing::warn!(error = %e, "removing the NOTRACK table failed");
         }
@@ -189,6 +236,40 @@ impl Managed {
             );
         } else {
             tracing::info!(carrier = ?self.carrier, "link-local addresses removed");
+        }
+    }
+
+    /// The interception table, then the intercepted addresses, when this process is the
+    /// last nodedns of the node; the exclusive lock is held until the process exits.
+    async fn withdraw_interception(&self) {
+        let Some(lock) = &self.instance else { return };
+        if lock.last() == instances::Last::Others {
+            tracing::info!(addresses = ?self.cfg.intercept, "another nodedns serves this node: interception stays");
+            return;
+        }
+        // Rules first: while the address is still here, an untracked query still reaches
+        // a socket; the other order would route it away.
+        if let Err(e) = run_nft(Change::Remove(nft::INTERCEPT_TABLE)).await {
+            tracing::warn!(error = %e, "removing the interception rules failed");
+            return;
+        }
+        let result = async {
+            let name = match &self.carrier {
+                Carrier::Dummy(n) | Carrier::Fallback(n) => n,
+            };
+            if let Some((index, _)) = link::find(&self.handle, name).await? {
+                for &ip in &self.cfg.intercept {
+                    link::remove_address(&self.handle, index, ip).await?;
+                }
+            }
+            Ok::<(), LinkError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(addresses = ?self.cfg.intercept, "last nodedns of the node: interception withdrawn, pods reach kube-dns through kube-proxy")
+            }
+            Err(e) => tracing::warn!(error = %e, "removing the intercepted addresses failed"),
         }
     }
 
@@ -249,10 +330,27 @@ fn manageable(listen: &[SocketAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn run_nft(ruleset: String) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || nft::apply(&ruleset))
+/// A change to one of nodedns's nftables tables.
+enum Change {
+    Load(nft::Table),
+    Remove(&'static str),
+}
+
+async fn run_nft(change: Change) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || match change {
+        Change::Load(table) => nft::apply(&table),
+        Change::Remove(name) => nft::remove(name),
+    })
+    .await
+    .context("nft task")?
+}
+
+async fn acquire_instance_lock(path: &std::path::Path) -> anyhow::Result<instances::InstanceLock> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || instances::InstanceLock::acquire(&p))
         .await
-        .context("nft task")?
+        .context("instance lock task")?
+        .with_context(|| format!("taking the instance lock {}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,92 +1,110 @@
-//! The optional NOTRACK ruleset: rendered as `nft` text by a pure function, applied with
-//! `nft -f -`.
+//! The nftables tables nodedns owns: what they hold, built by pure functions, and loaded over
+//! netlink ([`super::nfnl`]) so the image needs no `nft` binary.
 //!
-//! DNS to a node-local cache is many short flows; tracking each one fills the conntrack
-//! table (and UDP entries racing between two sockets are a known source of lost replies), so
-//! NodeLocal DNSCache skips conntrack for its address. nodedns owns one table,
-//! `inet nodedns`, and replaces it whole in one transaction: creating the table first makes
-//! the `delete` valid when it does not exist yet, so applying twice gives the same state.
-//! Nothing depends on these rules being present: without them DNS still works, tracked.
+//! - `inet nodedns` (`[interface] notrack = true`): DNS to a node-local cache is many short
+//!   flows; tracking each one fills the conntrack table (and UDP entries racing between two
+//!   sockets are a known source of lost replies), so NodeLocal DNSCache skips conntrack for
+//!   its address. `notrack` for DNS to and from each listen address, and `accept` for the
+//!   same traffic just before the usual filter priority. Nothing depends on it: without it
+//!   DNS still works, tracked.
+//! - `inet nodedns-intercept` (`[interface] intercept`): `notrack` in the raw hooks for DNS
+//!   to and from each intercepted address (the kube-dns ClusterIP). kube-proxy's DNAT, in
+//!   iptables or nftables mode, needs conntrack, so it never sees these packets, and the
+//!   kernel delivers them to nodedns, which carries the address. Without this table the
+//!   ClusterIP goes to kube-dns through kube-proxy again.
+//!
+//! Each table is replaced whole in one transaction, so applying twice gives the same state.
+//! In nftables an `accept` ends only this table's evaluation of the hook; another table's
+//! `drop` still wins.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, SocketAddr};
 
-/// The table nodedns owns; nothing else is touched.
+pub use super::nfnl::Table;
+use super::nfnl::{self, Chain, End, Hook, PRIORITY_FILTER, PRIORITY_RAW, Rule, Verdict};
+
+/// The NOTRACK table for the listen addresses.
 pub const TABLE: &str = "nodedns";
+/// The interception table.
+pub const INTERCEPT_TABLE: &str = "nodedns-intercept";
 
-/// The ruleset for `listen`: `notrack` for DNS to and from each listen address (pods and
-/// hostNetwork clients alike), and `accept` for the same traffic in the filter hooks.
-///
-/// The accept chains run just before the usual filter priority. In nftables an `accept`
-/// ends only this table's evaluation of the hook, so they document intent and let DNS
-/// through any later rule of this table; another table's `drop` still wins.
-pub fn render(listen: &[SocketAddr]) -> String {
-    let mut pre = String::new();
-    let mut out = String::new();
-    let mut input = String::new();
-    let mut output = String::new();
-    for addr in listen {
-        let (fam, ip, port) = match addr {
-            SocketAddr::V4(a) => ("ip", a.ip().to_string(), a.port()),
-            SocketAddr::V6(a) => ("ip6", a.ip().to_string(), a.port()),
-        };
-        let to = format!("{fam} daddr {ip} meta l4proto {{ tcp, udp }} th dport {port}");
-        let from = format!("{fam} saddr {ip} meta l4proto {{ tcp, udp }} th sport {port}");
-        let _ = writeln!(pre, "\t\t{to} notrack");
-        let _ = writeln!(out, "\t\t{from} notrack");
-        let _ = writeln!(out, "\t\t{to} notrack");
-        let _ = writeln!(input, "\t\t{to} accept");
-        let _ = writeln!(output, "\t\t{from} accept");
-    }
-    format!(
-        "table inet {TABLE}\n\
-         delete table inet {TABLE}\n\
-         table inet {TABLE} {{\n\
-         \tchain prerouting {{\n\
-         \t\ttype filter hook prerouting priority raw; policy accept;\n\
-         {pre}\t}}\n\
-         \tchain output {{\n\
-         \t\ttype filter hook output priority raw; policy accept;\n\
-         {out}\t}}\n\
-         \tchain input-accept {{\n\
-         \t\ttype filter hook input priority filter - 10; policy accept;\n\
-         {input}\t}}\n\
-         \tchain output-accept {{\n\
-         \t\ttype filter hook output priority filter - 10; policy accept;\n\
-         {output}\t}}\n\
-         }}\n"
-    )
+/// The port intercepted addresses are served on: the kube-dns Service's.
+pub const DNS_PORT: u16 = 53;
+
+const PROTOCOLS: [u8; 2] = [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8];
+
+/// One rule per protocol for `ip`/`port` at `end`.
+fn rules(end: End, ip: IpAddr, port: u16, verdict: Verdict) -> impl Iterator<Item = Rule> {
+    PROTOCOLS.into_iter().map(move |l4proto| Rule {
+        end,
+        ip,
+        l4proto,
+        port,
+        verdict,
+    })
 }
 
-/// The transaction that removes the table, and succeeds when it is already gone.
-pub fn render_teardown() -> String {
-    format!("table inet {TABLE}\ndelete table inet {TABLE}\n")
+fn chain(name: &str, hook: Hook, priority: i32, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.to_owned(),
+        hook,
+        priority,
+        rules,
+    }
 }
 
-/// Runs `nft -f -` with `ruleset` on stdin. Blocking: call from `spawn_blocking`.
-pub fn apply(ruleset: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run `nft`: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes())?;
+/// The `notrack = true` table for `listen`: pods and hostNetwork clients alike.
+pub fn notrack_table(listen: &[SocketAddr]) -> Table {
+    let mut pre = Vec::new();
+    let mut out = Vec::new();
+    let mut input = Vec::new();
+    let mut output = Vec::new();
+    for a in listen {
+        let (ip, port) = (a.ip(), a.port());
+        pre.extend(rules(End::To, ip, port, Verdict::NoTrack));
+        out.extend(rules(End::From, ip, port, Verdict::NoTrack));
+        out.extend(rules(End::To, ip, port, Verdict::NoTrack));
+        input.extend(rules(End::To, ip, port, Verdict::Accept));
+        output.extend(rules(End::From, ip, port, Verdict::Accept));
     }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "`nft -f -` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
+    Table {
+        name: TABLE.to_owned(),
+        chains: vec![
+            chain("prerouting", Hook::Prerouting, PRIORITY_RAW, pre),
+            chain("output", Hook::Output, PRIORITY_RAW, out),
+            chain("input-accept", Hook::Input, PRIORITY_FILTER - 10, input),
+            chain("output-accept", Hook::Output, PRIORITY_FILTER - 10, output),
+        ],
     }
+}
+
+/// The interception table for `ips`: queries to them (from pods, in prerouting, and from
+/// the node, in output) and the replies from them skip conntrack, and so kube-proxy's DNAT.
+pub fn intercept_table(ips: &[IpAddr]) -> Table {
+    let mut pre = Vec::new();
+    let mut out = Vec::new();
+    for &ip in ips {
+        pre.extend(rules(End::To, ip, DNS_PORT, Verdict::NoTrack));
+        out.extend(rules(End::To, ip, DNS_PORT, Verdict::NoTrack));
+        out.extend(rules(End::From, ip, DNS_PORT, Verdict::NoTrack));
+    }
+    Table {
+        name: INTERCEPT_TABLE.to_owned(),
+        chains: vec![
+            chain("prerouting", Hook::Prerouting, PRIORITY_RAW, pre),
+            chain("output", Hook::Output, PRIORITY_RAW, out),
+        ],
+    }
+}
+
+/// Loads `table` (replacing it). Blocking: call from `spawn_blocking`.
+pub fn apply(table: &Table) -> anyhow::Result<()> {
+    nfnl::replace(table)
+        .map_err(|e| anyhow::anyhow!("loading nftables table inet {}: {e}", table.name))
+}
+
+/// Removes table `name`; already gone is success. Blocking.
+pub fn remove(name: &str) -> anyhow::Result<()> {
+    nfnl::remove(name).map_err(|e| anyhow::anyhow!("removing nftables table inet {name}: {e}"))
 }
 
 #[cfg(test)]
@@ -94,60 +112,61 @@ pub fn apply(ruleset: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn summary(table: &Table) -> Vec<String> {
+        table
+            .chains
+            .iter()
+            .flat_map(|c| {
+                c.rules.iter().map(move |r| {
+                    format!(
+                        "{} {:?} {:?} {} {} {}:{}",
+                        c.name,
+                        c.hook,
+                        r.verdict,
+                        r.l4proto,
+                        matches!(r.end, End::To),
+                        r.ip,
+                        r.port
+                    )
+                })
+            })
+            .collect()
+    }
+
     #[test]
-    fn renders_notrack_and_accept_for_each_listen_address() {
+    fn notrack_covers_queries_and_replies_of_each_listen_address() {
         let listen = [
             "169.254.20.10:53".parse().unwrap(),
             "[fd00::a]:5353".parse().unwrap(),
         ];
-        let expected = "\
-table inet nodedns
-delete table inet nodedns
-table inet nodedns {
-\tchain prerouting {
-\t\ttype filter hook prerouting priority raw; policy accept;
-\t\tip daddr 169.254.20.10 meta l4proto { tcp, udp } th dport 53 notrack
-\t\tip6 daddr fd00::a meta l4proto { tcp, udp } th dport 5353 notrack
-\t}
-\tchain output {
-\t\ttype filter hook output priority raw; policy accept;
-\t\tip saddr 169.254.20.10 meta l4proto { tcp, udp } th sport 53 notrack
-\t\tip daddr 169.254.20.10 meta l4proto { tcp, udp } th dport 53 notrack
-\t\tip6 saddr fd00::a meta l4proto { tcp, udp } th sport 5353 notrack
-\t\tip6 daddr fd00::a meta l4proto { tcp, udp } th dport 5353 notrack
-\t}
-\tchain input-accept {
-\t\ttype filter hook input priority filter - 10; policy accept;
-\t\tip daddr 169.254.20.10 meta l4proto { tcp, udp } th dport 53 accept
-\t\tip6 daddr fd00::a meta l4proto { tcp, udp } th dport 5353 accept
-\t}
-\tchain output-accept {
-\t\ttype filter hook output priority filter - 10; policy accept;
-\t\tip saddr 169.254.20.10 meta l4proto { tcp, udp } th sport 53 accept
-\t\tip6 saddr fd00::a meta l4proto { tcp, udp } th sport 5353 accept
-\t}
-}
-";
-        assert_eq!(render(&listen), expected);
+        let table = notrack_table(&listen);
+        assert_eq!(table.name, "nodedns");
+        let raw: Vec<i32> = table.chains.iter().map(|c| c.priority).collect();
+        assert_eq!(raw, [-300, -300, -10, -10]);
+        let s = summary(&table);
+        // 2 addresses x 2 protocols: prerouting 4, output 8, input 4, output-accept 4.
+        assert_eq!(s.len(), 20);
+        assert!(s.contains(&"prerouting Prerouting NoTrack 17 true 169.254.20.10:53".to_owned()));
+        assert!(s.contains(&"output Output NoTrack 6 false fd00::a:5353".to_owned()));
+        assert!(s.contains(&"input-accept Input Accept 6 true fd00::a:5353".to_owned()));
     }
 
     #[test]
-    fn the_ruleset_replaces_the_table_in_one_transaction() {
-        let text = render(&["169.254.20.10:53".parse().unwrap()]);
-        let lines: Vec<&str> = text.lines().collect();
-        // Create-if-missing, delete, recreate: valid whether or not the table exists.
+    fn interception_skips_conntrack_for_port_53_of_each_address_in_the_raw_hooks() {
+        let table = intercept_table(&["10.96.0.10".parse().unwrap()]);
+        assert_eq!(table.name, "nodedns-intercept");
+        assert!(table.chains.iter().all(|c| c.priority == -300));
+        let s = summary(&table);
         assert_eq!(
-            lines[..3],
+            s,
             [
-                "table inet nodedns",
-                "delete table inet nodedns",
-                "table inet nodedns {"
+                "prerouting Prerouting NoTrack 17 true 10.96.0.10:53",
+                "prerouting Prerouting NoTrack 6 true 10.96.0.10:53",
+                "output Output NoTrack 17 true 10.96.0.10:53",
+                "output Output NoTrack 6 true 10.96.0.10:53",
+                "output Output NoTrack 17 false 10.96.0.10:53",
+                "output Output NoTrack 6 false 10.96.0.10:53",
             ]
-        );
-        assert_eq!(text.matches("notrack").count(), 3);
-        assert_eq!(
-            render_teardown(),
-            "table inet nodedns\ndelete table inet nodedns\n"
         );
     }
 }

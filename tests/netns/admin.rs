@@ -45,7 +45,7 @@ fn probe_ready(socket: &Path) -> Outcome {
 }
 
 /// `GET route` over the unix socket: the body of a 200 answer, `None` otherwise.
-fn unix_get(socket: &Path, route: &str) -> Option<String> {
+pub fn unix_get(socket: &Path, route: &str) -> Option<String> {
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let req = format!("GET {route} HTTP/1.1\r\nHost: nodedns\r\nConnection: close\r\n\r\n");

@@ -197,3 +197,77 @@ fn a_bad_probe_names_its_line_and_what_is_wrong() {
         assert!(diags[0].reason.contains(reason), "{probe}: {:?}", diags[0]);
     }
 }
+
+#[test]
+fn intercepted_addresses_are_listened_on_at_port_53() {
+    let cfg = parse_str(
+        "[listen]\naddresses = [\"169.254.20.10:53\"]\n\
+         [interface]\nmanage = true\nintercept = [\"198.19.0.10\", \"fd00::10\"]\n\
+         instance_lock = \"/run/test/lock\"\n\
+         [[zones]]\nname = \".\"\nupstreams = [\"198.18.0.1\"]\n",
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.listen.addresses,
+        [
+            addr("169.254.20.10:53"),
+            addr("198.19.0.10:53"),
+            addr("[fd00::10]:53")
+        ]
+    );
+    assert_eq!(cfg.interface.intercept.len(), 2);
+    assert_eq!(
+        cfg.interface.instance_lock,
+        std::path::PathBuf::from("/run/test/lock")
+    );
+}
+
+#[test]
+fn forwarding_to_an_intercepted_address_is_refused_with_the_fix() {
+    let errs = errors(
+        "[interface]\nmanage = true\nintercept = [\"198.19.0.10\"]\n\
+         [[zones]]\nname = \"cluster.local\"\nupstreams = [\"198.19.0.10:53\"]\n\
+         [[zones]]\nname = \".\"\nupstreams = [\"198.19.0.10:5353\"]\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    for (e, line) in errs.iter().zip([6, 9]) {
+        assert_eq!(e.line, line, "{e:?}");
+        assert!(e.key.ends_with(".upstreams"), "{e:?}");
+        assert!(e.reason.contains("kube-dns-upstream"), "{e:?}");
+    }
+}
+
+#[test]
+fn intercept_is_refused_without_manage_or_with_a_port() {
+    let errs = errors(&format!(
+        "[interface]\nintercept = [\"198.19.0.10:53\", \"127.0.0.1\"]\n{ZONE}"
+    ));
+    let reasons: Vec<&str> = errs.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(errs.len(), 3, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("give the address alone")));
+    assert!(reasons.iter().any(|r| r.contains("not a Service address")));
+    assert!(reasons.iter().any(|r| r.contains("needs `manage = true`")));
+}
+
+#[test]
+fn an_upstream_names_an_environment_variable_and_a_missing_one_is_located() {
+    let text = "[[zones]]\nname = \"cluster.local\"\n\
+                upstreams = [\"${KUBE_DNS_UPSTREAM_SERVICE_HOST}:53\"]\n";
+    let env =
+        |name: &str| (name == "KUBE_DNS_UPSTREAM_SERVICE_HOST").then(|| "198.19.0.53".to_owned());
+    let cfg =
+        super::super::parse_str_with_env(text, "t.toml", std::path::Path::new(""), &env).unwrap();
+    assert_eq!(cfg.zones[0].upstreams, [addr("198.19.0.53:53")]);
+    let none = |_: &str| None;
+    let err = super::super::parse_str_with_env(text, "t.toml", std::path::Path::new(""), &none)
+        .unwrap_err()
+        .0;
+    assert_eq!((err[0].line, err[0].column), (3, 14), "{err:?}");
+    assert_eq!(err[0].key, "zones[0].upstreams");
+    assert!(
+        err[0]
+            .reason
+            .contains("KUBE_DNS_UPSTREAM_SERVICE_HOST` is not set")
+    );
+}
