@@ -34,14 +34,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::handler::Handler;
 use crate::handover;
 use crate::listener::{self, tcp};
 use crate::metrics::Metrics;
 use crate::netsetup::Keeper;
-use crate::reload::{self, Control, Source};
+use crate::reload::{self, ConfigSource, Control};
+use crate::resolve::Resolver;
 use crate::snapshot;
 use crate::stats::{Stats, inc};
+use crate::sys::UdpFd;
 
 /// How often binding a port-0 address is retried when the UDP port picked by the kernel is
 /// taken for TCP.
@@ -61,7 +62,7 @@ type Running = HashMap<SocketAddr, (SocketAddr, CancellationToken)>;
 
 /// Every socket bound, nothing running yet.
 pub struct Server {
-    handler: Arc<Handler>,
+    resolver: Arc<Resolver>,
     /// In config order, keyed by the address as configured (port 0 stays 0 here).
     bound: Vec<(SocketAddr, Bound)>,
     /// Listen addresses another process serves (the pod this one replaces in a rollout):
@@ -70,7 +71,7 @@ pub struct Server {
     deferred: Vec<SocketAddr>,
     current: Config,
     workers: usize,
-    source: Option<Source>,
+    source: Option<ConfigSource>,
     watch_interval: Duration,
     requests: (
         mpsc::Sender<reload::Request>,
@@ -94,7 +95,7 @@ impl Server {
         stats
             .last_reload_ok_unix
             .store(unix_now(), Ordering::Relaxed);
-        let handler = Arc::new(Handler::new(cfg, stats.clone()));
+        let resolver = Arc::new(Resolver::new(cfg, stats.clone()));
         let mut bound = Vec::new();
         let mut deferred = Vec::new();
         for &addr in &cfg.listen.addresses {
@@ -108,14 +109,15 @@ impl Server {
         let admin = admin::bind(&cfg.admin)?;
         log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
-            restore(&handler, path);
+            restore(&resolver, path);
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
-        let zones = handler.clone();
+        let zones = resolver.clone();
         let ready = Arc::new(Readiness::new(Box::new(move || zones.unanswered_zone())));
+        let metrics = Metrics::new(stats, resolver.cache(), &resolver.upstream_status());
         Ok(Server {
-            metrics: Arc::new(Metrics::new(handler.clone())),
-            handler,
+            metrics: Arc::new(metrics),
+            resolver,
             bound,
             deferred,
             current: cfg.clone(),
@@ -132,7 +134,7 @@ impl Server {
 
     /// Enables reloading from `source`: on [`Control::reload`] and whenever the config file
     /// or a resolv.conf it names changes (checked every `watch_interval`).
-    pub fn with_source(mut self, source: Source, watch_interval: Duration) -> Server {
+    pub fn with_source(mut self, source: ConfigSource, watch_interval: Duration) -> Server {
         self.source = Some(source);
         self.watch_interval = watch_interval;
         self
@@ -151,19 +153,14 @@ impl Server {
         all
     }
 
-    pub fn handler(&self) -> &Arc<Handler> {
-        &self.handler
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
     }
 
     /// The admin address (with the real port where the config said 0), if enabled; the
     /// configured address while another process still holds it.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(admin::Endpoint::tcp_addr)
-    }
-
-    /// The exporter behind `/metrics`, to render without HTTP.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// A handle to ask the running server to reload, and to see its addresses.
@@ -177,7 +174,7 @@ impl Server {
     /// Serves until `shutdown` completes, then drains and saves the cache snapshot.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let tasks = self.resolver.tasks().clone();
         let conns = Arc::new(Semaphore::new(self.current.listen.tcp_max_connections));
         let mut running: Running = HashMap::new();
         for (addr, bound) in std::mem::take(&mut self.bound) {
@@ -187,12 +184,14 @@ impl Server {
         }
         let admin_stop = CancellationToken::new();
         let admin_task = self.admin.take().map(|endpoint| {
-            let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
-            tokio::spawn(admin::serve(endpoint, m, r, s))
+            let (m, res) = (self.metrics.clone(), self.resolver.clone());
+            let scrape = Box::new(move || m.render(res.cache(), &res.upstream_status()));
+            let (r, s) = (self.ready.clone(), admin_stop.clone());
+            tokio::spawn(admin::serve(endpoint, scrape, r, s))
         });
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
-        self.handler.upstreams().probe_unanswered();
+        self.resolver.probe_unanswered();
         if self.deferred.is_empty() {
             self.ready.set_serving();
             tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
@@ -241,7 +240,7 @@ impl Server {
             tracing::info!("drained");
         }
         if let Some(path) = &self.current.cache.snapshot {
-            save(&self.handler, path, self.current.cache.stale_max);
+            save(&self.resolver, path, self.current.cache.stale_max);
         }
         admin_stop.cancel();
         // Awaited so the socket file is gone before the process exits.
@@ -259,16 +258,15 @@ impl Server {
     ) {
         let l = &self.current.listen;
         let limits = tcp::Limits {
-            max_connections: l.tcp_max_connections,
             idle_timeout: l.tcp_idle_timeout,
             max_pipelined: l.tcp_max_pipelined,
         };
         for (i, sock) in bound.udp.into_iter().enumerate() {
-            let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
+            let (r, c) = (self.resolver.clone(), token.clone());
             // Registered inside the task, so with the reactor of the runtime that serves it.
             let serve = async move {
-                match listener::sys::UdpFd::new(sock) {
-                    Ok(sock) => listener::udp::serve(Arc::new(sock), h, c, t).await,
+                match UdpFd::new(sock) {
+                    Ok(sock) => listener::udp::serve(Arc::new(sock), r, c).await,
                     Err(e) => tracing::error!(error = %e, "registering a UDP socket failed"),
                 }
             };
@@ -277,8 +275,8 @@ impl Server {
                 None => tasks.spawn(serve),
             };
         }
-        let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
-        tasks.spawn(tcp::serve(bound.tcp, h, limits, conns.clone(), c, t));
+        let (r, c, t) = (self.resolver.clone(), token.clone(), tasks.clone());
+        tasks.spawn(tcp::serve(bound.tcp, r, limits, conns.clone(), c, t));
     }
 
     /// Binds the deferred addresses that may be joined now: all of them once every zone has
@@ -291,7 +289,7 @@ impl Server {
         tasks: &TaskTracker,
         conns: &Arc<Semaphore>,
     ) {
-        let answered = self.handler.unanswered_zone().is_none();
+        let answered = self.resolver.unanswered_zone().is_none();
         for addr in std::mem::take(&mut self.deferred) {
             if !answered && handover::served_elsewhere(addr) {
                 self.deferred.push(addr);
@@ -345,7 +343,7 @@ impl Server {
         tasks: &TaskTracker,
         conns: &Arc<Semaphore>,
     ) -> Result<(), String> {
-        let stats = self.handler.stats().clone();
+        let stats = self.resolver.stats().clone();
         let result = self.try_reload(running, cancel, tasks, conns);
         match &result {
             Ok(()) => {
@@ -409,8 +407,8 @@ impl Server {
         });
         self.deferred.retain(|a| keep.contains(a));
         self.update_local(running);
-        self.handler.reconfigure(&self.current);
-        self.handler.upstreams().probe_unanswered();
+        self.resolver.reconfigure(&self.current);
+        self.resolver.probe_unanswered();
         Ok(())
     }
 }
@@ -441,9 +439,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn restore(handler: &Handler, path: &std::path::Path) {
+fn restore(resolver: &Resolver, path: &std::path::Path) {
     let started = std::time::Instant::now();
-    match snapshot::load(handler.cache(), path, |qname| handler.ttl_policy(qname)) {
+    match snapshot::load(resolver.cache(), path, |qname| resolver.ttl_policy(qname)) {
         Ok(l) => tracing::info!(
             restored = l.restored,
             expired = l.expired,
@@ -459,8 +457,8 @@ fn restore(handler: &Handler, path: &std::path::Path) {
     }
 }
 
-fn save(handler: &Handler, path: &std::path::Path, stale_max: Duration) {
-    match snapshot::write(handler.cache(), path, stale_max) {
+fn save(resolver: &Resolver, path: &std::path::Path, stale_max: Duration) {
+    match snapshot::write(resolver.cache(), path, stale_max) {
         Ok(n) => tracing::info!(entries = n, "cache snapshot written to {}", path.display()),
         Err(e) => tracing::warn!("cache snapshot {} not written: {e}", path.display()),
     }
@@ -494,7 +492,7 @@ fn bind_address(addr: SocketAddr, workers: usize) -> anyhow::Result<Bound> {
 
 /// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP: the binary's main loop.
 /// The calling thread is the control thread; each worker gets its own thread and runtime.
-pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
+pub fn run_blocking(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut threads = Vec::new();
     let mut handles = Vec::new();

@@ -22,17 +22,17 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the running config came from, and so where a reload reads it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ConfigSource {
     File(PathBuf),
     /// The embedded default: its resolv.conf is still watched.
     Embedded,
 }
 
-impl Source {
+impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {
-            Source::File(path) => config::load_file(path),
-            Source::Embedded => config::embedded_default(),
+            ConfigSource::File(path) => config::load_file(path),
+            ConfigSource::Embedded => config::embedded_default(),
         }
     }
 }
@@ -40,7 +40,7 @@ impl Source {
 /// A checksum of every file `cfg` was built from: the config file and each zone's
 /// resolv.conf. A missing or unreadable file has its own distinct contribution, so its
 /// disappearance and return are both changes.
-pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
+pub fn fingerprint(source: &ConfigSource, cfg: &Config) -> u32 {
     let mut h = crc32fast::Hasher::new();
     // Bounded and regular files only, as loading them is: a FIFO or a huge file named
     // here must not hold the control loop.
@@ -53,7 +53,7 @@ pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
             }
             Err(_) => h.update(&[0]),
         };
-    if let Source::File(path) = source {
+    if let ConfigSource::File(path) = source {
         add(path);
     }
     for zone in &cfg.zones {

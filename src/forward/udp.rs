@@ -35,8 +35,8 @@ use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::listener::sys::{RecvBatch, UdpFd};
 use crate::stats::{Stats, inc};
+use crate::sys::{RecvBatch, UdpFd};
 use crate::wire;
 
 use super::ExchangeError;
@@ -49,7 +49,7 @@ pub const LANE_QUERIES: u32 = 1024;
 pub const LANE_AGE: Duration = Duration::from_secs(10);
 
 /// Batches read per wake-up before the reader lets other tasks run. We advertise 1232
-/// bytes; a longer datagram is cut at [`crate::listener::sys::DATAGRAM`] by the kernel, fails the checks and
+/// bytes; a longer datagram is cut at [`crate::sys::DATAGRAM`] by the kernel, fails the checks and
 /// is ignored.
 const BATCHES_PER_WAKE: usize = 4;
 /// How long a query that found its socket's send buffer full waits before trying again.
@@ -217,6 +217,8 @@ impl UdpPool {
             return Ok(lane.clone());
         }
         let lane = Lane::open(self.addr)?;
+        // Not tracked: a reader ends by itself once its lane is retired and idle (or with
+        // its runtime), and the misses the drain waits for are what it serves.
         tokio::spawn(read(lane.clone(), self.stats.clone()));
         if let Some(old) = slot.replace(lane.clone()) {
             old.retire();

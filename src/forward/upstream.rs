@@ -12,7 +12,7 @@
 //! readiness waits for), and while it is down, on an interval backing off from
 //! `probe_interval` to `probe_max_interval`.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,104 +21,26 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Probe, Transport};
-use crate::stats::{LatencyHistogram, Stats};
+use crate::stats::{ErrorKind, Stats, UpstreamCounters};
 use crate::wire;
 
 use super::udp::{InlineWaiter, UdpPool};
 use super::{ExchangeError, Settings, tcp::TcpPool};
 
-/// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// No reply in time: counts toward marking the upstream down.
-    Timeout,
-    /// A transport error (ICMP unreachable, TCP refused or reset): counts toward down.
-    Network,
-    /// The upstream answered REFUSED to this query.
-    Refused,
-    /// The upstream answered FORMERR, or a reply too short to have a header.
-    FormErr,
-    /// The upstream answered NOTIMP.
-    NotImp,
-    /// The upstream answered SERVFAIL.
-    ServFail,
+/// Whether `kind` says the upstream cannot be reached (and so counts toward down), as
+/// opposed to an answer it gave.
+pub fn is_unreachable(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Timeout | ErrorKind::Network)
 }
 
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Timeout,
-        ErrorKind::Network,
-        ErrorKind::Refused,
-        ErrorKind::FormErr,
-        ErrorKind::NotImp,
-        ErrorKind::ServFail,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Network => "network",
-            ErrorKind::Refused => "refused",
-            ErrorKind::FormErr => "formerr",
-            ErrorKind::NotImp => "notimp",
-            ErrorKind::ServFail => "servfail",
-        }
-    }
-
-    /// Whether this says the upstream cannot be reached (and so counts toward down), as
-    /// opposed to an answer it gave.
-    pub fn is_unreachable(self) -> bool {
-        matches!(self, ErrorKind::Timeout | ErrorKind::Network)
-    }
-
-    /// The kind an error rcode is counted as; `None` for an rcode that is an answer.
-    pub fn of_rcode(rcode: u16) -> Option<ErrorKind> {
-        match rcode {
-            wire::rcode::REFUSED => Some(ErrorKind::Refused),
-            wire::rcode::FORMERR => Some(ErrorKind::FormErr),
-            wire::rcode::NOTIMP => Some(ErrorKind::NotImp),
-            wire::rcode::SERVFAIL => Some(ErrorKind::ServFail),
-            _ => None,
-        }
-    }
-}
-
-/// Counters of one upstream.
-#[derive(Debug, Default)]
-pub struct UpstreamCounters {
-    pub requests_udp: AtomicU64,
-    pub requests_tcp: AtomicU64,
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    /// `nodedns_upstream_duration_seconds{upstream}`: exchanges that got a reply.
-    pub latency: LatencyHistogram,
-    /// `nodedns_upstream_malformed_total{upstream}`: answers that failed validation.
-    malformed: AtomicU64,
-    /// `nodedns_upstream_dropped_records_total{upstream}`: records dropped from answers as
-    /// off the question's chain or outside the zone.
-    dropped_records: AtomicU64,
-}
-
-impl UpstreamCounters {
-    pub fn malformed(&self) {
-        self.malformed.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn malformed_total(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-    pub fn dropped_records(&self, n: u16) {
-        if n > 0 {
-            self.dropped_records
-                .fetch_add(u64::from(n), Ordering::Relaxed);
-        }
-    }
-    pub fn dropped_records_total(&self) -> u64 {
-        self.dropped_records.load(Ordering::Relaxed)
-    }
-    pub fn error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn errors(&self, kind: ErrorKind) -> u64 {
-        self.errors[kind as usize].load(Ordering::Relaxed)
+/// The kind an error rcode is counted as; `None` for an rcode that is an answer.
+pub fn error_of_rcode(rcode: u16) -> Option<ErrorKind> {
+    match rcode {
+        wire::rcode::REFUSED => Some(ErrorKind::Refused),
+        wire::rcode::FORMERR => Some(ErrorKind::FormErr),
+        wire::rcode::NOTIMP => Some(ErrorKind::NotImp),
+        wire::rcode::SERVFAIL => Some(ErrorKind::ServFail),
+        _ => None,
     }
 }
 
@@ -240,7 +162,7 @@ impl Upstream {
     /// `down_after`-th in a row marks the upstream down and starts its probe.
     pub fn failure(self: &Arc<Self>, kind: ErrorKind) {
         self.counters.error(kind);
-        if !kind.is_unreachable() {
+        if !is_unreachable(kind) {
             return;
         }
         let mut h = self.health.lock();
@@ -255,6 +177,9 @@ impl Upstream {
         tracing::warn!(upstream = %self.addr, "upstream marked down after {down_after} timeouts or network errors in a row");
         if spawn {
             let interval = self.settings.load().probe_interval;
+            // Not tracked (nor the start-up probe below): a probe is no client's work, so the
+            // drain does not wait for it; it ends once answered, or when the upstream is
+            // dropped, or with its runtime.
             tokio::spawn(probe(Arc::downgrade(self), interval));
         } else {
             self.probe_restart.notify_one();
@@ -456,6 +381,35 @@ mod tests {
         assert!(!up.is_up());
         up.reached(Duration::from_millis(1));
         assert!(up.is_up() && up.has_answered());
+    }
+
+    #[test]
+    fn the_attempt_timeout_is_four_times_the_smoothed_rtt_within_its_bounds() {
+        let up = upstream();
+        assert_eq!(
+            up.attempt_timeout(),
+            Duration::from_millis(500),
+            "before any RTT"
+        );
+        up.reached(Duration::from_millis(40));
+        assert_eq!(up.attempt_timeout(), Duration::from_millis(160));
+        // SRTT gains an eighth of each sample: (7 * 40 + 200) / 8 = 60 ms.
+        up.reached(Duration::from_millis(200));
+        assert_eq!(up.attempt_timeout(), Duration::from_millis(240));
+        let fast = upstream();
+        fast.reached(Duration::from_millis(1));
+        assert_eq!(
+            fast.attempt_timeout(),
+            Duration::from_millis(50),
+            "at least the minimum"
+        );
+        let slow = upstream();
+        slow.reached(Duration::from_secs(2));
+        assert_eq!(
+            slow.attempt_timeout(),
+            Duration::from_secs(1),
+            "at most the maximum"
+        );
     }
 
     #[test]

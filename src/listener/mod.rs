@@ -7,10 +7,6 @@
 //! [`crate::handler`]'s job. It also binds the admin endpoint's TCP listener, which is never
 //! shared ([`bind_tcp_exclusive`]).
 
-// The crate's only unsafe code: the batched syscalls and geteuid, each block with its
-// SAFETY note.
-#[allow(unsafe_code)]
-pub mod sys;
 pub mod tcp;
 pub mod udp;
 
@@ -18,6 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys;
 
 /// Kernel receive buffer asked for on UDP listeners: a burst of CI pods starting at once
 /// must queue, not drop, while a worker is busy.

@@ -21,10 +21,8 @@ use parking_lot::Mutex;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::forward::ErrorKind;
-use crate::forward::upstream::UpstreamCounters;
-use crate::handler::Handler;
-use crate::stats::{DropReason, Hot, RCODE_SLOTS, Stats};
+use crate::cache::Cache;
+use crate::stats::{DropReason, ErrorKind, Hot, RCODE_SLOTS, Stats, UpstreamStatus};
 
 /// Named rcodes (RFC 1035 §4.1.1); every other rcode is counted as `other`.
 pub const RCODES: [(u16, &str); 6] = [
@@ -247,65 +245,62 @@ impl Registry {
     }
 }
 
-/// The exporter and the sources it reads at scrape time.
+/// The exporter, and the counters it reads at scrape time.
 pub struct Metrics {
     /// Rebuilt when a reload changes the set of upstreams, so the series of an upstream the
     /// config no longer names disappear (the exporter never forgets a series by itself).
     registry: Mutex<Registry>,
     stats: Arc<Stats>,
-    /// Kept for the life of the process: a reload reconfigures it in place.
-    handler: Arc<Handler>,
 }
 
-/// The current config's upstreams: label and counters, sorted by label.
-type Current = Vec<(String, Arc<UpstreamCounters>, bool)>;
-
 impl Metrics {
-    /// Registers every metric, at 0 for `handler`'s zones and upstreams.
-    pub fn new(handler: Arc<Handler>) -> Metrics {
-        let stats = handler.stats().clone();
-        let current = current(&handler);
-        let registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+    /// Registers every metric, at 0 for the zones `stats` knows and for `upstreams` (the
+    /// current config's, sorted by label).
+    pub fn new(stats: Arc<Stats>, cache: &Cache, upstreams: &[UpstreamStatus]) -> Metrics {
+        let registry = Registry::new(upstreams.iter().map(|u| u.label.clone()).collect());
         let m = Metrics {
             registry: Mutex::new(registry),
             stats,
-            handler,
         };
-        m.sync(&m.registry.lock().recorder, &current);
+        m.sync(&m.registry.lock().recorder, cache, upstreams);
         m
     }
 
-    /// The Prometheus text exposition, with every counter read just now.
-    pub fn render(&self) -> String {
-        let current = current(&self.handler);
+    /// The Prometheus text exposition, with every counter read just now: the process's,
+    /// `cache`'s, and those of `upstreams` (the current config's, sorted by label).
+    pub fn render(&self, cache: &Cache, upstreams: &[UpstreamStatus]) -> String {
         let mut registry = self.registry.lock();
-        if registry.upstreams.len() != current.len()
+        if registry.upstreams.len() != upstreams.len()
             || registry
                 .upstreams
                 .iter()
-                .zip(&current)
-                .any(|(a, (b, ..))| a != b)
+                .zip(upstreams)
+                .any(|(a, b)| *a != b.label)
         {
-            *registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+            *registry = Registry::new(upstreams.iter().map(|u| u.label.clone()).collect());
         }
-        self.sync(&registry.recorder, &current);
+        self.sync(&registry.recorder, cache, upstreams);
         registry.handle.run_upkeep();
         let mut out = registry.handle.render();
         drop(registry);
-        render_histograms(&mut out, &current);
+        render_histograms(&mut out, upstreams);
         out
     }
 
     /// Copies every source into the registry. Counters go through `absolute`, which never
     /// lowers a value, so a torn read across threads cannot make a counter go backwards.
-    fn sync(&self, r: &PrometheusRecorder, current: &Current) {
+    fn sync(&self, r: &PrometheusRecorder, cache: &Cache, upstreams: &[UpstreamStatus]) {
         self.sync_requests(r);
         self.sync_stats(r);
-        let cache = self.handler.cache();
         gauge(r, "nodedns_cache_entries", &[]).set(cache.len() as f64);
         gauge(r, "nodedns_cache_bytes", &[]).set(cache.bytes() as f64);
         counter(r, "nodedns_cache_evictions_total", &[]).absolute(cache.evictions());
-        for (label, c, up) in current {
+        for UpstreamStatus {
+            label,
+            counters: c,
+            up,
+        } in upstreams
+        {
             let l = label.as_str();
             let udp = c.requests_udp.load(std::sync::atomic::Ordering::Relaxed);
             let tcp = c.requests_tcp.load(std::sync::atomic::Ordering::Relaxed);
@@ -407,28 +402,16 @@ impl Metrics {
     }
 }
 
-/// The current config's upstreams, sorted by label, with whether each is up.
-fn current(handler: &Handler) -> Current {
-    let mut list: Current = handler
-        .upstreams()
-        .all()
-        .map(|u| (u.label(), u.counters.clone(), u.is_up()))
-        .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    list
-}
-
-/// `nodedns_upstream_duration_seconds`, one series per upstream of the current config.
-fn render_histograms(out: &mut String, current: &Current) {
+fn render_histograms(out: &mut String, upstreams: &[UpstreamStatus]) {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     let name = "nodedns_upstream_duration_seconds";
     let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
     histogram::write_header(out, name, help);
-    for (label, c, _) in current {
-        let h = c.latency.snapshot();
-        histogram::write_series(out, name, &[("upstream", label)], &h);
+    for u in upstreams {
+        let h = u.counters.latency.snapshot();
+        histogram::write_series(out, name, &[("upstream", &u.label)], &h);
     }
 }
 
