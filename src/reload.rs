@@ -64,8 +64,23 @@ pub fn fingerprint(source: &ConfigSource, cfg: &Config) -> u32 {
     h.finalize()
 }
 
+/// Why a reload was refused (the old config keeps serving), or could not be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config source to reload from")]
+    NoSource,
+    /// The file was refused: every diagnostic, one per line.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address the new config adds could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::listener::BindError),
+    #[error("server stopped")]
+    Stopped,
+}
+
 /// A reload request: the reply says whether the new config was applied.
-pub type Request = oneshot::Sender<Result<(), String>>;
+pub type Request = oneshot::Sender<Result<(), ReloadError>>;
 
 /// Asks a running server to reload (SIGHUP does the same).
 #[derive(Debug, Clone)]
@@ -75,15 +90,12 @@ pub struct Control {
 }
 
 impl Control {
-    /// Reloads now. `Err` carries the diagnostics of a file that was refused (the old
-    /// config keeps serving) or says the server has stopped.
-    pub async fn reload(&self) -> Result<(), String> {
+    /// Reloads now. `Err` says why the new config was refused (the old one keeps serving)
+    /// or that the server has stopped.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(tx)
-            .await
-            .map_err(|_| "server stopped".to_string())?;
-        rx.await.map_err(|_| "server stopped".to_string())?
+        self.tx.send(tx).await.map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
     /// The addresses the server listens on now, in config order (real ports for port 0).

@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,7 +25,7 @@ use crate::stats::{ErrorKind, Stats, UpstreamCounters, inc};
 use crate::wire;
 
 use super::upstream::error_of_rcode;
-use super::{ExchangeError, ForwardError, Forwarded, Reply, Settings, Upstream};
+use super::{ExchangeError, ForwardError, Forwarded, Reply, Settings};
 
 /// What the failover loop needs of one upstream: an exchange, the attempt timeout, and
 /// where to count what came of it.
@@ -47,34 +46,6 @@ pub trait Exchange: Clone {
     /// A well-formed reply came after `rtt`: the upstream is reachable.
     fn reached(&self, rtt: Duration);
     fn counters(&self) -> &UpstreamCounters;
-}
-
-impl Exchange for Arc<Upstream> {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-    fn attempt_timeout(&self) -> Duration {
-        Upstream::attempt_timeout(self)
-    }
-    fn exchange<'a>(
-        &'a self,
-        query: &'a [u8],
-        t0: Instant,
-    ) -> impl Future<Output = Reply> + Send + 'a {
-        Upstream::exchange(self, query, None, t0)
-    }
-    fn failure(&self, kind: ErrorKind) {
-        Upstream::failure(self, kind);
-    }
-    fn replied(&self, rtt: Duration) {
-        self.observe_latency(rtt);
-    }
-    fn reached(&self, rtt: Duration) {
-        Upstream::reached(self, rtt);
-    }
-    fn counters(&self) -> &UpstreamCounters {
-        &self.counters
-    }
 }
 
 /// An attempt's number, upstream, start and result.
@@ -144,6 +115,9 @@ enum Step {
 /// Attempts carry no timer of their own: this loop's one timer (the next attempt's start, or
 /// the deadline) decides, and an attempt still running at the deadline is dropped with it.
 /// `apex`: the zone's apex in wire form, which answers are judged against (see [`judge`]).
+///
+/// One function with one `select!`: the first attempt, the set of later ones and the timer
+/// are locals that every branch moves on, and the decisions live in [`Failover`]'s methods.
 pub async fn run<E, F>(
     order: &[E],
     query: &[u8],
@@ -160,21 +134,7 @@ where
     let Some(first_up) = order.first() else {
         return Err(ForwardError::Exhausted { attempts: 0 });
     };
-    let deadline = origin + settings.deadline;
-    let mut st = Failover {
-        order,
-        query,
-        apex,
-        stats,
-        attempts: settings.attempts,
-        deadline,
-        started: 1,
-        next_at: (origin + first_up.attempt_timeout()).min(deadline),
-        slow: Some((0, first_up.clone())),
-        charged: Vec::new(),
-        servfail: None,
-        servfails: 0,
-    };
+    let mut st = Failover::new(order, query, apex, settings, stats, origin, first_up);
     let (first, mut first_live, mut start_next) = st.first(first, origin);
     let mut first = pin!(first);
     let mut later = None::<FuturesUnordered<_>>;
@@ -196,7 +156,7 @@ where
         }
         // One timer: the next attempt's start, or the deadline once no attempt is left to
         // start (`next_at` is never past the deadline).
-        let wake = if may_start { st.next_at } else { deadline };
+        let wake = if may_start { st.next_at } else { st.deadline };
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
@@ -208,7 +168,7 @@ where
             }
             Some(done) = next(&mut later), if later_live => done,
             () = timer.as_mut() => {
-                if wake >= deadline {
+                if wake >= st.deadline {
                     break;
                 }
                 start_next = true;
@@ -226,6 +186,32 @@ where
 }
 
 impl<'a, E: Exchange> Failover<'a, E> {
+    fn new(
+        order: &'a [E],
+        query: &'a [u8],
+        apex: &'a [u8],
+        settings: &Settings,
+        stats: &'a Stats,
+        origin: Instant,
+        first: &E,
+    ) -> Self {
+        let deadline = origin + settings.deadline;
+        Failover {
+            order,
+            query,
+            apex,
+            stats,
+            attempts: settings.attempts,
+            deadline,
+            started: 1,
+            next_at: (origin + first.attempt_timeout()).min(deadline),
+            slow: Some((0, first.clone())),
+            charged: Vec::new(),
+            servfail: None,
+            servfails: 0,
+        }
+    }
+
     /// The first attempt's future as `first` says, whether it is still awaited, and whether
     /// the next attempt starts at once.
     fn first<F>(

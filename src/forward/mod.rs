@@ -15,6 +15,7 @@
 mod anchor;
 pub mod failover;
 mod policy;
+mod probe;
 mod tcp;
 pub mod udp;
 mod upstream;

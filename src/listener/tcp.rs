@@ -141,32 +141,41 @@ async fn connection(
             // last task holding a sender is done.
             Err(_) => break,
         };
-        match resolver.fast(&frame, Proto::Tcp, peer, Instant::now(), &mut out) {
-            Fast::Reply => {
-                if tx.send(out.clone()).await.is_err() {
-                    break;
-                }
-            }
-            Fast::Drop => {}
-            Fast::Slow(miss) => {
-                // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
-                let Ok(permit) = pipelined.clone().acquire_owned().await else {
-                    break;
-                };
-                let reply_to = TcpReply {
-                    tx: tx.clone(),
-                    _permit: permit,
-                };
-                if resolver.resolve(miss, reply_to, &mut out) && tx.send(out.clone()).await.is_err()
-                {
-                    break;
-                }
-            }
+        if !answer(resolver, &frame, peer, &tx, &pipelined, &mut out).await {
+            break;
         }
     }
     // The writer ends once every pending answer has been sent and every sender is gone.
     drop(tx);
     let _ = writer.await;
+}
+
+/// Answers one query frame: a reply ready at once is queued on `tx`, a miss goes to the
+/// resolver once a pipelining slot is free. False: the connection is closing.
+async fn answer(
+    resolver: &Arc<Resolver>,
+    frame: &[u8],
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Vec<u8>>,
+    pipelined: &Arc<Semaphore>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let ready = match resolver.fast(frame, Proto::Tcp, peer, Instant::now(), out) {
+        Fast::Reply => true,
+        Fast::Drop => false,
+        Fast::Slow(miss) => {
+            // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
+            let Ok(permit) = pipelined.clone().acquire_owned().await else {
+                return false;
+            };
+            let reply_to = TcpReply {
+                tx: tx.clone(),
+                _permit: permit,
+            };
+            resolver.resolve(miss, reply_to, out)
+        }
+    };
+    !ready || tx.send(out.clone()).await.is_ok()
 }
 
 /// The way back for a miss: the connection's writer, and the pipelining slot the miss holds

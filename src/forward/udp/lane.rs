@@ -1,25 +1,5 @@
-//! Queries over UDP to one upstream (RFC 5452 §9), on a few reused sockets per runtime.
-//!
-//! A socket of its own per query gives every query a fresh random source port, but costs a
-//! `socket`, `bind`, `connect`, a reactor registration and a `close` on every miss: most of a
-//! miss's CPU. Instead each runtime (one per worker) keeps [`LANES`] sockets per upstream,
-//! each `connect()`ed (the kernel drops datagrams from any other address) and bound to a port
-//! the kernel picks at random, and sends many queries on each, matched to replies by ID. A
-//! socket is retired after [`LANE_QUERIES`] queries or [`LANE_AGE`], whichever comes first,
-//! so ports keep changing: an off-path attacker must still hit one of a few random ports
-//! *and* the random ID of a query in flight, and a port never lives long enough to be
-//! learned and reused.
-//!
-//! One task per socket reads replies and hands each to the query whose ID it carries, if
-//! [`wire::check_reply`] says it answers what was sent. IDs are never reused on a socket, so
-//! a late reply to a query that gave up is recognised and dropped quietly, while a datagram
-//! with an ID never sent, or with the wrong question, counts as a spoof mismatch.
-//!
-//! A query is awaited in one of two ways. [`UdpPool::exchange`] is a future for a task that
-//! waits. [`UdpPool::send_inline`] has no task behind it: the reader calls its
-//! [`InlineWaiter`] with the reply, and also keeps the attempt's timeout, in a queue per
-//! socket ordered by deadline (one timeout applies to all of a socket's queries, so sending
-//! order is deadline order), under one timer per socket instead of one per query.
+//! One lane: a connected socket to one upstream, the queries in flight on it matched by ID,
+//! its reader task, and the inline queries' timeouts it keeps (see the parent module).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,89 +8,39 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{Notify, oneshot};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
 use crate::stats::{Stats, inc};
 use crate::sys::{RecvBatch, UdpFd};
 use crate::wire;
 
-use super::ExchangeError;
-
-/// Sockets per upstream and runtime, used in turn.
-pub const LANES: usize = 4;
-/// Queries sent on one socket before it is retired for one on a new random port.
-pub const LANE_QUERIES: u32 = 1024;
-/// Age at which a socket is retired however few queries it carried.
-pub const LANE_AGE: Duration = Duration::from_secs(10);
-
-/// Batches read per wake-up before the reader lets other tasks run. We advertise 1232
-/// bytes; a longer datagram is cut at [`crate::sys::DATAGRAM`] by the kernel, fails the checks and
-/// is ignored.
-const BATCHES_PER_WAKE: usize = 4;
-/// How long a query that found its socket's send buffer full waits before trying again.
-const SEND_RETRY: Duration = Duration::from_millis(1);
-/// Runtimes remembered per upstream. The binary has one per worker plus one; only tests
-/// that build a runtime per test go past it, and then the oldest sockets are dropped.
-const MAX_RUNTIMES: usize = 64;
-
-type Reply = Result<Vec<u8>, ExchangeError>;
-
-/// A query sent by [`UdpPool::send_inline`] and what becomes of it: exactly one of the
-/// methods taking `self` is called, outside any lock, unless the runtime shuts down first
-/// (then it is dropped).
-pub trait InlineWaiter: Send {
-    /// The query to send (as built by [`wire::build_upstream_query`]; its ID is replaced).
-    fn query(&self) -> &[u8];
-    /// It could not be sent at once (no runtime, no socket, a full socket buffer).
-    fn unsent(self: Box<Self>);
-    /// `reply` answers the query (ID, question and class checked).
-    fn answered(self: Box<Self>, reply: &[u8]);
-    /// The attempt's timeout passed. A reply that comes later still arrives through `late`.
-    fn timed_out(self: Box<Self>, late: LateReply);
-    /// The socket failed before a reply came (e.g. ICMP port unreachable).
-    fn failed(self: Box<Self>, error: ExchangeError);
-}
-
-/// The UDP side of one upstream.
-pub struct UdpPool {
-    addr: SocketAddr,
-    stats: Arc<Stats>,
-    runtimes: Mutex<Vec<(RuntimeId, Lanes)>>,
-}
-
-/// One runtime's sockets to this upstream.
-struct Lanes {
-    slots: [Option<Arc<Lane>>; LANES],
-    next: usize,
-}
+use super::{BATCHES_PER_WAKE, InlineWaiter, LANE_AGE, LANE_QUERIES, Reply, SEND_RETRY};
 
 /// One connected socket and the queries in flight on it.
-struct Lane {
-    sock: UdpFd,
-    born: Instant,
-    state: Mutex<LaneState>,
+pub(super) struct Lane {
+    pub(super) sock: UdpFd,
+    pub(super) born: Instant,
+    pub(super) state: Mutex<LaneState>,
     /// Wakes the reader when a retired lane may have become idle.
-    idle: Notify,
+    pub(super) idle: Notify,
 }
 
-struct LaneState {
+pub(super) struct LaneState {
     /// Every ID used on this socket: at most [`LANE_QUERIES`] (plus a few racing queries).
-    slots: hashbrown::HashMap<u16, Slot, foldhash::fast::RandomState>,
+    pub(super) slots: hashbrown::HashMap<u16, Slot, foldhash::fast::RandomState>,
     /// Inline queries' attempt deadlines, oldest first. Answered ones are popped when they
     /// reach the front, so the queue holds about the queries in flight.
-    timeouts: VecDeque<(Instant, u16)>,
-    waiting: usize,
-    sent: u32,
+    pub(super) timeouts: VecDeque<(Instant, u16)>,
+    pub(super) waiting: usize,
+    pub(super) sent: u32,
     /// No new queries; the reader ends once `waiting` is 0.
-    retired: bool,
+    pub(super) retired: bool,
 }
 
-enum Slot {
+pub(super) enum Slot {
     Waiting {
         sent: Vec<u8>,
         reply: oneshot::Sender<Reply>,
@@ -123,129 +53,8 @@ enum Slot {
     Done,
 }
 
-impl UdpPool {
-    pub fn new(addr: SocketAddr, stats: Arc<Stats>) -> UdpPool {
-        UdpPool {
-            addr,
-            stats,
-            runtimes: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Sends `query` (as built by [`wire::build_upstream_query`]; its ID is replaced) at
-    /// `now` and waits until `deadline` for the reply that answers it. Without a deadline
-    /// it waits until dropped: the failover loop keeps the time itself, and one timer per
-    /// miss is cheaper than two.
-    pub async fn exchange(&self, query: &[u8], deadline: Option<Instant>, now: Instant) -> Reply {
-        if query.len() < wire::HEADER_LEN {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput).into());
-        }
-        let lane = self.lane(now)?;
-        let (id, reply) = lane.register(query);
-        let registered = Registered { lane: &lane, id };
-        registered.send().await?;
-        let reply = match deadline {
-            Some(deadline) => match timeout_at(deadline, reply).await {
-                Err(_) => return Err(ExchangeError::Timeout),
-                Ok(reply) => reply,
-            },
-            None => reply.await,
-        };
-        match reply {
-            Ok(reply) => reply,
-            // The reader ended without an answer for us (its runtime is shutting down).
-            Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionAborted).into()),
-        }
-    }
-
-    /// Sends `waiter`'s query at `now` with no task waiting: the reader gives `waiter` the
-    /// reply, or a timeout at `timeout_at`, or the socket's failure. True when sent; else
-    /// the query could not be sent at once and `waiter` was told so ([`InlineWaiter::unsent`]).
-    pub fn send_inline(
-        &self,
-        now: Instant,
-        timeout_at: Instant,
-        waiter: Box<dyn InlineWaiter>,
-    ) -> bool {
-        let query = waiter.query();
-        let lane = match self.lane(now) {
-            Ok(lane) if query.len() >= wire::HEADER_LEN => lane,
-            _ => {
-                waiter.unsent();
-                return false;
-            }
-        };
-        let mut st = lane.state.lock();
-        let (id, sent) = st.stamp(query);
-        if send_past_stale_error(lane.sock.socket(), &sent).is_err() {
-            // Never registered: the ID stays free, no reply can be mistaken for it.
-            drop(st);
-            waiter.unsent();
-            return false;
-        }
-        st.track(id, Slot::Inline { sent, waiter });
-        let was_idle = st.timeouts.is_empty();
-        st.timeouts.push_back((timeout_at, id));
-        drop(st);
-        if was_idle {
-            // The reader's timer is disarmed while nothing inline is pending.
-            lane.idle.notify_one();
-        }
-        true
-    }
-
-    /// The next lane of the current runtime, replacing it first if it is spent at `now`.
-    fn lane(&self, now: Instant) -> io::Result<Arc<Lane>> {
-        let runtime = Handle::try_current()
-            .map_err(|_| io::Error::other("no async runtime"))?
-            .id();
-        let mut runtimes = self.runtimes.lock();
-        let at = match runtimes.iter().position(|(id, _)| *id == runtime) {
-            Some(at) => at,
-            None => {
-                if runtimes.len() >= MAX_RUNTIMES {
-                    runtimes.remove(0);
-                }
-                runtimes.push((runtime, Lanes::default()));
-                runtimes.len() - 1
-            }
-        };
-        let lanes = &mut runtimes[at].1;
-        let slot = &mut lanes.slots[lanes.next];
-        lanes.next = (lanes.next + 1) % LANES;
-        if let Some(lane) = slot.as_ref().filter(|l| l.usable(now)) {
-            return Ok(lane.clone());
-        }
-        let lane = Lane::open(self.addr)?;
-        // Not tracked: a reader ends by itself once its lane is retired and idle (or with
-        // its runtime), and the misses the drain waits for are what it serves.
-        tokio::spawn(read(lane.clone(), self.stats.clone()));
-        if let Some(old) = slot.replace(lane.clone()) {
-            old.retire();
-        }
-        Ok(lane)
-    }
-}
-
-impl Default for Lanes {
-    fn default() -> Self {
-        Lanes {
-            slots: std::array::from_fn(|_| None),
-            next: 0,
-        }
-    }
-}
-
-impl Drop for Lanes {
-    fn drop(&mut self) {
-        for lane in self.slots.iter().flatten() {
-            lane.retire();
-        }
-    }
-}
-
 impl Lane {
-    fn open(addr: SocketAddr) -> io::Result<Arc<Lane>> {
+    pub(super) fn open(addr: SocketAddr) -> io::Result<Arc<Lane>> {
         let local: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -268,18 +77,18 @@ impl Lane {
         }))
     }
 
-    fn usable(&self, now: Instant) -> bool {
+    pub(super) fn usable(&self, now: Instant) -> bool {
         let st = self.state.lock();
         !st.retired && st.sent < LANE_QUERIES && now.saturating_duration_since(self.born) < LANE_AGE
     }
 
-    fn retire(&self) {
+    pub(super) fn retire(&self) {
         self.state.lock().retired = true;
         self.idle.notify_one();
     }
 
     /// Takes an ID never used on this socket for a copy of `query`.
-    fn register(&self, query: &[u8]) -> (u16, oneshot::Receiver<Reply>) {
+    pub(super) fn register(&self, query: &[u8]) -> (u16, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
         let (id, sent) = st.stamp(query);
@@ -289,7 +98,7 @@ impl Lane {
 
     /// Hands `datagram` to the query it answers; an inline query's waiter is returned, to
     /// be called once the lock is released.
-    fn deliver(&self, datagram: &[u8], stats: &Stats) -> Option<Box<dyn InlineWaiter>> {
+    pub(super) fn deliver(&self, datagram: &[u8], stats: &Stats) -> Option<Box<dyn InlineWaiter>> {
         let Some(id) = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
             inc(&stats.spoof_mismatches);
             return None;
@@ -325,7 +134,7 @@ impl Lane {
 
     /// A socket error (ECONNREFUSED after an ICMP port unreachable: the upstream is not
     /// listening) fails every query waiting on this socket: they all went to that upstream.
-    fn fail_waiting(&self, kind: io::ErrorKind) {
+    pub(super) fn fail_waiting(&self, kind: io::ErrorKind) {
         let mut inline = Vec::new();
         let mut st = self.state.lock();
         for slot in st.slots.values_mut() {
@@ -347,7 +156,7 @@ impl Lane {
 
     /// The deadline the reader's timer should wait for: the oldest inline query's, once the
     /// answered ones at the front are dropped.
-    fn next_timeout(&self) -> Option<Instant> {
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
         let mut st = self.state.lock();
         let LaneState {
             slots, timeouts, ..
@@ -363,7 +172,7 @@ impl Lane {
 
     /// Times out the inline queries whose deadline is not after `now`: each keeps its slot,
     /// now awaited through a [`LateReply`] that its waiter is given.
-    fn expire(self: &Arc<Self>, now: Instant) {
+    pub(super) fn expire(self: &Arc<Self>, now: Instant) {
         let mut due = Vec::new();
         let mut st = self.state.lock();
         while let Some(&(at, id)) = st.timeouts.front() {
@@ -398,7 +207,7 @@ impl Lane {
 
     /// Marks `id` done if it is still awaited: answered, timed out or cancelled, a datagram
     /// for it from now on is late, not forged.
-    fn abandon(&self, id: u16) {
+    pub(super) fn abandon(&self, id: u16) {
         let mut st = self.state.lock();
         if let Some(slot) = st.slots.get_mut(&id)
             && !matches!(slot, Slot::Done)
@@ -412,7 +221,7 @@ impl Lane {
         }
     }
 
-    fn finished(&self) -> bool {
+    pub(super) fn finished(&self) -> bool {
         let st = self.state.lock();
         st.retired && st.waiting == 0
     }
@@ -420,9 +229,9 @@ impl Lane {
 
 /// A query registered on a lane; dropping it (answered, timed out or cancelled) marks its
 /// ID done.
-struct Registered<'a> {
-    lane: &'a Lane,
-    id: u16,
+pub(super) struct Registered<'a> {
+    pub(super) lane: &'a Lane,
+    pub(super) id: u16,
 }
 
 /// Sends `datagram` on a connected socket. An ICMP error (port or host unreachable) for an
@@ -431,7 +240,10 @@ struct Registered<'a> {
 /// lane would fail one later query with an error that is not its own. Such an error is
 /// consumed by being returned, so one more try sends this datagram, and an error that
 /// persists is its own.
-fn send_past_stale_error(sock: &std::net::UdpSocket, datagram: &[u8]) -> io::Result<usize> {
+pub(super) fn send_past_stale_error(
+    sock: &std::net::UdpSocket,
+    datagram: &[u8],
+) -> io::Result<usize> {
     match sock.send(datagram) {
         Err(e)
             if matches!(
@@ -448,7 +260,7 @@ fn send_past_stale_error(sock: &std::net::UdpSocket, datagram: &[u8]) -> io::Res
 }
 
 impl Registered<'_> {
-    async fn send(&self) -> io::Result<()> {
+    pub(super) async fn send(&self) -> io::Result<()> {
         loop {
             {
                 let st = self.lane.state.lock();
@@ -504,7 +316,7 @@ impl Drop for LateReply {
 impl LaneState {
     /// An ID never used on this socket, and a copy of `query` carrying it. At most a little
     /// over [`LANE_QUERIES`] of 65536 IDs are taken: a free one is found within a try or two.
-    fn stamp(&self, query: &[u8]) -> (u16, Vec<u8>) {
+    pub(super) fn stamp(&self, query: &[u8]) -> (u16, Vec<u8>) {
         let id = loop {
             let id: u16 = rand::random();
             if !self.slots.contains_key(&id) {
@@ -517,7 +329,7 @@ impl LaneState {
     }
 
     /// Registers a query sent (or about to be) under `id` as awaited.
-    fn track(&mut self, id: u16, slot: Slot) {
+    pub(super) fn track(&mut self, id: u16, slot: Slot) {
         self.slots.insert(id, slot);
         self.waiting += 1;
         self.sent += 1;
@@ -531,7 +343,7 @@ thread_local! {
 }
 
 /// Reads replies for `lane` until it is retired and idle, and times out its inline queries.
-async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
+pub(super) async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
     // One timer for every inline query on this socket: armed at the oldest deadline, moved
     // only when that query is answered or timed out.
     let mut timer = pin!(sleep_until(Instant::now()));
@@ -584,11 +396,12 @@ async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
 #[allow(clippy::unwrap_used)]
 mod stale_error_tests {
     use super::*;
+    use std::time::Duration;
 
     /// An upstream that was down (ICMP port unreachable for a query then) and is back: the
     /// next query on the lane is sent, not failed with the old error.
     #[test]
-    fn a_query_after_an_outage_is_sent_despite_the_old_icmp_error() {
+    pub(super) fn a_query_after_an_outage_is_sent_despite_the_old_icmp_error() {
         let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = gone.local_addr().unwrap();
         drop(gone);
