@@ -1,27 +1,12 @@
-//! Who a reply is for: the fields of the client's query that every reply to it echoes,
-//! taken in one place ([`client_of`]) whether the reply is a cache hit written at once or an
-//! answer written once upstream replies.
+//! Who a miss's reply is for, kept after the listener's buffer is reused: the fields of
+//! the client's query every reply to it echoes, taken by the one [`client_of`] the cache hit
+//! uses too.
 
 use std::net::SocketAddr;
 
-use super::{Miss, Proto};
-use crate::wire::{self, Query};
-
-/// Largest reply over TCP: the 2-byte frame length.
-const TCP_MAX: usize = 65535;
-
-/// Who the reply to `q` is for, on `proto`.
-pub(super) fn client_of<'q>(q: &Query<'q>, proto: Proto, udp_cap: u16) -> wire::Client<'q> {
-    wire::Client {
-        header: wire::ClientHeader::of(q),
-        question: q.question,
-        has_edns: q.edns.is_some(),
-        max_len: match proto {
-            Proto::Udp => q.udp_limit(udp_cap),
-            Proto::Tcp => TCP_MAX,
-        },
-    }
-}
+use super::Miss;
+use super::fast::client_of;
+use crate::wire;
 
 /// A miss's client, owned, for a reply written after the listener's buffer is reused: the
 /// client's packet (its question is echoed, a SERVFAIL is built from it) and the rest of

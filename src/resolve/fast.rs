@@ -1,12 +1,14 @@
 //! The fast path: what is answered inline on the listener for every packet, without
-//! allocating or awaiting: malformed queries, CHAOS, and fresh cache hits.
+//! allocating or awaiting: malformed queries, CHAOS, and fresh cache hits. Everything a hit
+//! calls of this crate's own lives in this file, so it compiles into one unit and inlines
+//! as one piece; that includes [`client_of`], the one place a reply's client fields are
+//! taken from a query, and the reply counter.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::client::client_of;
 use super::{Fast, Miss, Proto, Resolver};
 use crate::cache::{self, EntryKind, Lookup};
 use crate::querylog::{self, Source};
@@ -139,11 +141,33 @@ impl Resolver {
         self.count_hit(entry.kind, false);
     }
 
+    pub(super) fn count_reply(&self, out: &[u8]) {
+        if let Some(h) = wire::Header::parse(out) {
+            self.stats.response(h.rcode());
+        }
+    }
+
     pub(super) fn count_hit(&self, kind: EntryKind, stale: bool) {
         self.stats.inc(match (stale, kind) {
             (true, _) => Hot::CacheHitsStale,
             (false, EntryKind::Success) => Hot::CacheHitsSuccess,
             (false, EntryKind::Denial | EntryKind::ServFail) => Hot::CacheHitsDenial,
         });
+    }
+}
+
+/// Largest reply over TCP: the 2-byte frame length.
+const TCP_MAX: usize = 65535;
+
+/// Who the reply to `q` is for, on `proto`.
+pub(super) fn client_of<'q>(q: &Query<'q>, proto: Proto, udp_cap: u16) -> wire::Client<'q> {
+    wire::Client {
+        header: wire::ClientHeader::of(q),
+        question: q.question,
+        has_edns: q.edns.is_some(),
+        max_len: match proto {
+            Proto::Udp => q.udp_limit(udp_cap),
+            Proto::Tcp => TCP_MAX,
+        },
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::client::{Asker, client_of};
+use super::client::Asker;
+use super::fast::client_of;
 use super::flight::{Outcome, upstream_query};
 use super::routing::Zone;
 use super::{Miss, Proto, Resolver, cache};

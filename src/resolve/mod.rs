@@ -172,10 +172,4 @@ impl Resolver {
             tried.join(", ")
         ))
     }
-
-    fn count_reply(&self, out: &[u8]) {
-        if let Some(h) = wire::Header::parse(out) {
-            self.stats.response(h.rcode());
-        }
-    }
 }

@@ -108,7 +108,7 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED);
 }
 
-/// Queries routed to one zone (they reached the slow path), by transport.
+/// Queries routed to one zone (they reached the miss path), by transport.
 #[derive(Debug, Default)]
 pub struct ZoneCounters {
     pub udp: AtomicU64,

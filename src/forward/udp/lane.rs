@@ -1,23 +1,23 @@
 //! One lane: a connected socket to one upstream, the queries in flight on it matched by ID,
-//! its reader task, and the inline queries' timeouts it keeps (see the parent module).
+//! and the inline queries' timeouts it keeps (see the parent module; its reader task is
+//! `reader`).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::stats::{Stats, inc};
-use crate::sys::{RecvBatch, UdpFd};
+use crate::sys::UdpFd;
 use crate::wire;
 
-use super::{BATCHES_PER_WAKE, InlineWaiter, LANE_AGE, LANE_QUERIES, Reply, SEND_RETRY};
+use super::{InlineWaiter, LANE_AGE, LANE_QUERIES, Reply, SEND_RETRY};
 
 /// One connected socket and the queries in flight on it.
 pub(super) struct Lane {
@@ -333,62 +333,6 @@ impl LaneState {
         self.slots.insert(id, slot);
         self.waiting += 1;
         self.sent += 1;
-    }
-}
-
-thread_local! {
-    /// Receive buffers shared by the readers of one thread: they are used only between two
-    /// awaits, so one set per thread serves every lane on it.
-    static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
-}
-
-/// Reads replies for `lane` until it is retired and idle, and times out its inline queries.
-pub(super) async fn read(lane: Arc<Lane>, stats: Arc<Stats>) {
-    // One timer for every inline query on this socket: armed at the oldest deadline, moved
-    // only when that query is answered or timed out.
-    let mut timer = pin!(sleep_until(Instant::now()));
-    let mut armed: Option<Instant> = None;
-    while !lane.finished() {
-        let next = lane.next_timeout();
-        if next != armed {
-            if let Some(at) = next {
-                timer.as_mut().reset(at);
-            }
-            armed = next;
-        }
-        tokio::select! {
-            ready = lane.sock.readable() => {
-                if let Err(e) = ready {
-                    lane.fail_waiting(e.kind());
-                    lane.retire();
-                    continue;
-                }
-            }
-            () = lane.idle.notified() => continue,
-            () = timer.as_mut(), if armed.is_some() => {
-                lane.expire(Instant::now());
-                continue;
-            }
-        }
-        for _ in 0..BATCHES_PER_WAKE {
-            let read = REPLIES.with_borrow_mut(|batch| {
-                let read = batch.read(&lane.sock);
-                for (datagram, _) in batch.packets() {
-                    if let Some(waiter) = lane.deliver(datagram, &stats) {
-                        waiter.answered(datagram);
-                    }
-                }
-                read
-            });
-            match read {
-                Ok((_, true)) => {}
-                Ok((_, false)) => break,
-                Err(e) => {
-                    lane.fail_waiting(e.kind());
-                    break;
-                }
-            }
-        }
     }
 }
 

@@ -36,9 +36,11 @@ use crate::wire;
 use super::ExchangeError;
 
 mod lane;
+mod reader;
 
 pub use lane::LateReply;
-use lane::{Lane, Registered, Slot, read, send_past_stale_error};
+use lane::{Lane, Registered, Slot, send_past_stale_error};
+use reader::read;
 
 /// Sockets per upstream and runtime, used in turn.
 pub const LANES: usize = 4;
