@@ -71,7 +71,7 @@ pub use cli::main;
 
 /// The server, bound and run in-process by tests as by the binary.
 pub use app::Server;
-pub use reload::{ConfigSource, Control};
+pub use reload::{ConfigSource, Control, ReloadError};
 
 /// The fast path, driven by the query fuzz target.
 pub use resolve::{Fast, Proto, Resolver};
@@ -80,7 +80,7 @@ pub use resolve::{Fast, Proto, Resolver};
 pub use stats::{DropReason, Hot, Stats};
 
 /// The metric list `docs/metrics.md` is checked against.
-pub use metrics::{DEFS as METRICS, Def as MetricDef, Kind as MetricKind};
+pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};
 
 /// The admin socket's client (`nodedns probe`).
 pub use admin::probe;

@@ -16,7 +16,7 @@ pub const ZONE_UNROUTED: &str = "-";
 
 /// Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum MetricKind {
     Counter,
     Gauge,
     Histogram,
@@ -26,14 +26,14 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct Def {
     pub name: &'static str,
-    pub kind: Kind,
+    pub kind: MetricKind,
     pub labels: &'static [&'static str],
     pub help: &'static str,
 }
 
 const fn def(
     name: &'static str,
-    kind: Kind,
+    kind: MetricKind,
     labels: &'static [&'static str],
     help: &'static str,
 ) -> Def {
@@ -45,7 +45,7 @@ const fn def(
     }
 }
 
-use Kind::{Counter as C, Gauge as G, Histogram as H};
+use MetricKind::{Counter as C, Gauge as G, Histogram as H};
 
 /// Every metric `/metrics` exports.
 pub const DEFS: &[Def] = &[

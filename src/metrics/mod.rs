@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use crate::cache::Cache;
 use crate::stats::{DropReason, ErrorKind, Hot, RCODE_SLOTS, Stats, UpstreamStatus};
 
-pub use defs::{DEFS, Def, Kind, RCODES, ZONE_UNROUTED};
+pub use defs::{DEFS, Def, MetricKind, RCODES, ZONE_UNROUTED};
 
 /// The exporter's registry, and the upstreams it holds series for.
 struct Registry {
@@ -41,10 +41,10 @@ impl Registry {
         for d in DEFS {
             let name = metrics::KeyName::from(d.name);
             match d.kind {
-                Kind::Counter => recorder.describe_counter(name, None, d.help.into()),
-                Kind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
+                MetricKind::Counter => recorder.describe_counter(name, None, d.help.into()),
+                MetricKind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
                 // Written by `histogram`, not the exporter.
-                Kind::Histogram => {}
+                MetricKind::Histogram => {}
             }
         }
         let handle = recorder.handle();
