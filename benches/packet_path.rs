@@ -1,4 +1,4 @@
-//! The UDP cache-hit path in pieces, as `Handler::fast` runs it for every packet: parse the
+//! The UDP cache-hit path in pieces, as `Resolver::fast` runs it for every packet: parse the
 //! query, build its cache key, and the whole hit (parse, key, cache lookup, patched copy of
 //! the stored reply) at 1k and 1M cached names; and the miss path's one wire step, normalising
 //! an upstream answer before it is cached. Counters and I/O are left out: the load

@@ -2,7 +2,7 @@
 //!
 //! It serves one socket with the same I/O as nodedns's UDP loop (tokio readiness on a
 //! single-threaded runtime, for reading only, `recvmmsg`/`sendmmsg` through
-//! `nodedns::listener::sys`) and does no DNS work at all: each datagram goes back with the
+//! `nodedns::RecvBatch`, `nodedns::SendBatch`) and does no DNS work at all: each datagram goes back with the
 //! QR bit set, so a DNS load generator counts it as an answer. Whatever nodedns costs beyond
 //! this is its own.
 //!
@@ -12,7 +12,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
-use nodedns::listener::sys::{RecvBatch, SendBatch};
+use nodedns::{RecvBatch, SendBatch};
 
 fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = std::env::args()
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let sock = nodedns::listener::bind_udp(addr)?;
+        let sock = nodedns::bind_udp(addr)?;
         let mut rx = RecvBatch::new();
         let mut tx = SendBatch::new();
         loop {

@@ -3,13 +3,19 @@
 //!
 //! [`Server::bind`] binds every socket (and restores a cache snapshot) before anything is
 //! served, so a start-up failure leaves nothing half running. [`Server::run`] serves until
-//! its shutdown future completes, applying reloads asked for through [`Control`] or noticed
-//! by the file watch; then it stops accepting, lets in-flight queries finish for
-//! `drain_timeout`, and writes the snapshot. Tests call `bind` and `run` in-process, where
-//! everything runs on the caller's runtime; [`run_blocking`] is what the binary calls: the
-//! caller's thread runs TCP, reloads and signals, and each worker gets an OS thread with its
-//! own single-threaded runtime that owns the worker's UDP sockets and the misses they start,
-//! so a cache hit never wakes another thread (DESIGN.md §2).
+//! its shutdown future completes, applying reloads asked for through [`Control`], by SIGHUP
+//! ([`Server::reload_on_sighup`]) or noticed by the file watch (`apply`); then it stops
+//! accepting, lets in-flight queries finish for `drain_timeout`, and writes the snapshot.
+//! What a running server holds (shutdown signal, task tracker, connection cap, worker
+//! runtimes, served addresses) lives in one struct (`lifecycle`).
+//!
+//! Each worker has a runtime that serves its UDP socket of every address and the misses
+//! those sockets start. [`run_blocking`], what the binary calls, gives each worker an OS
+//! thread with its own single-threaded runtime (`workers`), so a cache hit never wakes
+//! another thread (DESIGN.md §2), while the caller's thread runs TCP, reloads and signals.
+//! Tests bind with [`Server::bind`] in-process: every worker then runs on the caller's
+//! runtime, through the same per-worker path.
+//!
 //! A listen address another process already serves (the pod this one replaces) is joined
 //! only once every zone has an upstream that answered, or once the other lets go
 //! ([`crate::handover`]); serving, and so readiness, begins when every address is bound.
@@ -18,7 +24,10 @@
 //! over once it is free, see [`crate::admin`]), says not-ready as soon as shutdown begins,
 //! and closes (removing its unix socket file) last.
 
-use std::collections::HashMap;
+mod apply;
+mod lifecycle;
+mod workers;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,41 +36,29 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::runtime::Handle;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::handler::Handler;
 use crate::handover;
-use crate::listener::{self, tcp};
+use crate::listener::{Bound, bind_address};
 use crate::metrics::Metrics;
 use crate::netsetup::Keeper;
-use crate::reload::{self, Control, Source};
+use crate::reload::{self, ConfigSource, Control};
+use crate::resolve::Resolver;
 use crate::snapshot;
-use crate::stats::{Stats, inc};
+use crate::stats::Stats;
 
-/// How often binding a port-0 address is retried when the UDP port picked by the kernel is
-/// taken for TCP.
-const PORT_ZERO_TRIES: usize = 8;
-
-/// The sockets of one configured listen address.
-struct Bound {
-    local: SocketAddr,
-    /// One per worker; registered with a runtime by the worker that serves it.
-    udp: Vec<std::net::UdpSocket>,
-    tcp: TcpListener,
-}
-
-/// Serving listen addresses, by address as configured: the bound address and the token
-/// that stops its listeners.
-type Running = HashMap<SocketAddr, (SocketAddr, CancellationToken)>;
+use lifecycle::Lifecycle;
+use workers::{Workers, current_thread_runtime};
 
 /// Every socket bound, nothing running yet.
 pub struct Server {
-    handler: Arc<Handler>,
+    resolver: Arc<Resolver>,
     /// In config order, keyed by the address as configured (port 0 stays 0 here).
     bound: Vec<(SocketAddr, Bound)>,
     /// Listen addresses another process serves (the pod this one replaces in a rollout):
@@ -69,32 +66,52 @@ pub struct Server {
     /// process that cannot forward never takes a share of the node's queries.
     deferred: Vec<SocketAddr>,
     current: Config,
-    workers: usize,
-    source: Option<Source>,
+    /// One per worker (and so one UDP socket per worker on every address).
+    runtimes: Vec<Handle>,
+    /// The bound addresses, in config order, shared with [`Control`].
+    local: Arc<Mutex<Vec<SocketAddr>>>,
+    reloads: Reloads,
+    admin: Admin,
+}
+
+/// Where reloads come from.
+struct Reloads {
+    /// Where the config is read again; `None`: reloads are refused.
+    source: Option<ConfigSource>,
+    /// How often the config file and the resolv.conf files it names are checked.
     watch_interval: Duration,
     requests: (
         mpsc::Sender<reload::Request>,
         mpsc::Receiver<reload::Request>,
     ),
-    local: Arc<Mutex<Vec<SocketAddr>>>,
-    /// Runtimes of the worker threads, by worker; empty: UDP is served on the caller's.
-    worker_rts: Vec<tokio::runtime::Handle>,
+    /// SIGHUP, once [`Server::reload_on_sighup`] installed it.
+    hangup: Option<Signal>,
+}
+
+/// The admin endpoint and what it answers from.
+struct Admin {
+    /// The listeners, when `[admin] address` or `socket` is set.
+    endpoint: Option<admin::Endpoint>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
-    /// The admin listeners, when `[admin] address` or `socket` is set.
-    admin: Option<admin::Endpoint>,
 }
 
 impl Server {
     /// Binds UDP (one socket per worker) and TCP on every listen address and restores the
-    /// cache snapshot if one is configured. Must run inside a tokio runtime.
+    /// cache snapshot if one is configured; every worker runs on the current runtime. Must
+    /// run inside a tokio runtime.
     pub fn bind(cfg: &Config) -> anyhow::Result<Server> {
-        let workers = worker_count(cfg);
+        Server::bind_on(cfg, vec![Handle::current(); worker_count(cfg)])
+    }
+
+    /// [`Server::bind`] with one runtime per worker, `runtimes` (at least one).
+    fn bind_on(cfg: &Config, runtimes: Vec<Handle>) -> anyhow::Result<Server> {
+        anyhow::ensure!(!runtimes.is_empty(), "no worker runtime");
         let stats = Arc::new(Stats::default());
         stats
             .last_reload_ok_unix
             .store(unix_now(), Ordering::Relaxed);
-        let handler = Arc::new(Handler::new(cfg, stats.clone()));
+        let resolver = Arc::new(Resolver::new(cfg, stats.clone()));
         let mut bound = Vec::new();
         let mut deferred = Vec::new();
         for &addr in &cfg.listen.addresses {
@@ -103,39 +120,51 @@ impl Server {
                 deferred.push(addr);
                 continue;
             }
-            bound.push((addr, bind_address(addr, workers)?));
+            bound.push((addr, bind_address(addr, runtimes.len())?));
         }
-        let admin = admin::bind(&cfg.admin)?;
+        let endpoint = admin::bind(&cfg.admin)?;
         log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
-            restore(&handler, path);
+            restore(&resolver, path);
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
-        let zones = handler.clone();
+        let zones = resolver.clone();
         let ready = Arc::new(Readiness::new(Box::new(move || zones.unanswered_zone())));
+        let metrics = Metrics::new(stats, resolver.cache(), &resolver.upstream_status());
         Ok(Server {
-            metrics: Arc::new(Metrics::new(handler.clone())),
-            handler,
+            resolver,
             bound,
             deferred,
             current: cfg.clone(),
-            workers,
-            source: None,
-            watch_interval: reload::WATCH_INTERVAL,
-            requests: mpsc::channel(4),
+            runtimes,
             local: Arc::new(Mutex::new(local)),
-            worker_rts: Vec::new(),
-            ready,
-            admin,
+            reloads: Reloads {
+                source: None,
+                watch_interval: reload::WATCH_INTERVAL,
+                requests: mpsc::channel(4),
+                hangup: None,
+            },
+            admin: Admin {
+                endpoint,
+                metrics: Arc::new(metrics),
+                ready,
+            },
         })
     }
 
     /// Enables reloading from `source`: on [`Control::reload`] and whenever the config file
     /// or a resolv.conf it names changes (checked every `watch_interval`).
-    pub fn with_source(mut self, source: Source, watch_interval: Duration) -> Server {
-        self.source = Some(source);
-        self.watch_interval = watch_interval;
+    pub fn with_source(mut self, source: ConfigSource, watch_interval: Duration) -> Server {
+        self.reloads.source = Some(source);
+        self.reloads.watch_interval = watch_interval;
         self
+    }
+
+    /// Reloads on every SIGHUP too (the binary's behaviour).
+    pub fn reload_on_sighup(mut self) -> anyhow::Result<Server> {
+        let hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        self.reloads.hangup = Some(hangup);
+        Ok(self)
     }
 
     /// The bound addresses, in config order (with the real port where the config said 0).
@@ -151,97 +180,51 @@ impl Server {
         all
     }
 
-    pub fn handler(&self) -> &Arc<Handler> {
-        &self.handler
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
     }
 
     /// The admin address (with the real port where the config said 0), if enabled; the
     /// configured address while another process still holds it.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(admin::Endpoint::tcp_addr)
-    }
-
-    /// The exporter behind `/metrics`, to render without HTTP.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        self.admin
+            .endpoint
+            .as_ref()
+            .and_then(admin::Endpoint::tcp_addr)
     }
 
     /// A handle to ask the running server to reload, and to see its addresses.
     pub fn control(&self) -> Control {
         Control {
-            tx: self.requests.0.clone(),
+            tx: self.reloads.requests.0.clone(),
             local: self.local.clone(),
         }
     }
 
     /// Serves until `shutdown` completes, then drains and saves the cache snapshot.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let conns = Arc::new(Semaphore::new(self.current.listen.tcp_max_connections));
-        let mut running: Running = HashMap::new();
+        let (runtimes, listen) = (self.runtimes.clone(), &self.current.listen);
+        let mut life = Lifecycle::new(self.resolver.clone(), runtimes, listen);
         for (addr, bound) in std::mem::take(&mut self.bound) {
-            let token = cancel.child_token();
-            running.insert(addr, (bound.local, token.clone()));
-            self.spawn(bound, &token, &tasks, &conns);
+            life.serve(addr, bound, &self.current.listen);
         }
         let admin_stop = CancellationToken::new();
-        let admin_task = self.admin.take().map(|endpoint| {
-            let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
-            tokio::spawn(admin::serve(endpoint, m, r, s))
-        });
+        let admin_task = self.serve_admin(admin_stop.clone());
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
-        self.handler.upstreams().probe_unanswered();
+        self.resolver.probe_unanswered();
         if self.deferred.is_empty() {
-            self.ready.set_serving();
+            self.admin.ready.set_serving();
             tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
         }
-        let mut join = tokio::time::interval(handover::CHECK_INTERVAL);
-        join.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut fingerprint = self.fingerprint();
-        // The first check one interval from now, not at once: the fingerprint was just
-        // taken, and an immediate tick would race a reload asked for meanwhile.
-        let first = tokio::time::Instant::now() + self.watch_interval;
-        let mut watch = tokio::time::interval_at(first, self.watch_interval);
-        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = join.tick(), if !self.deferred.is_empty() => {
-                    self.join_deferred(&mut running, &cancel, &tasks, &conns);
-                }
-                Some(reply) = self.requests.1.recv() => {
-                    let result = self.reload(&mut running, &cancel, &tasks, &conns);
-                    fingerprint = self.fingerprint();
-                    let _ = reply.send(result);
-                }
-                _ = watch.tick(), if self.source.is_some() => {
-                    let now = self.fingerprint();
-                    if now != fingerprint {
-                        tracing::info!("config or resolv.conf changed: reloading");
-                        let _ = self.reload(&mut running, &cancel, &tasks, &conns);
-                        // Taken after the attempt even when it failed: a bad file is
-                        // reported once, not every interval until it is fixed.
-                        fingerprint = self.fingerprint();
-                    }
-                }
-            }
-        }
+        self.serve_until(&mut life, shutdown).await;
         // Not ready first, so probes and the rollout move on while in-flight queries finish.
-        self.ready.set_draining();
+        self.admin.ready.set_draining();
         let drain = self.current.listen.drain_timeout;
         tracing::info!(grace = ?drain, "shutting down: stopped reading, draining in-flight queries");
-        cancel.cancel();
-        tasks.close();
-        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-            tracing::warn!("drain grace ran out with queries still in flight");
-        } else {
-            tracing::info!("drained");
-        }
+        life.drain(drain).await;
         if let Some(path) = &self.current.cache.snapshot {
-            save(&self.handler, path, self.current.cache.stale_max);
+            save(&self.resolver, path, self.current.cache.stale_max);
         }
         admin_stop.cancel();
         // Awaited so the socket file is gone before the process exits.
@@ -250,168 +233,62 @@ impl Server {
         }
     }
 
-    fn spawn(
-        &self,
-        bound: Bound,
-        token: &CancellationToken,
-        tasks: &TaskTracker,
-        conns: &Arc<Semaphore>,
-    ) {
-        let l = &self.current.listen;
-        let limits = tcp::Limits {
-            max_connections: l.tcp_max_connections,
-            idle_timeout: l.tcp_idle_timeout,
-            max_pipelined: l.tcp_max_pipelined,
-        };
-        for (i, sock) in bound.udp.into_iter().enumerate() {
-            let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
-            // Registered inside the task, so with the reactor of the runtime that serves it.
-            let serve = async move {
-                match listener::sys::UdpFd::new(sock) {
-                    Ok(sock) => listener::udp::serve(Arc::new(sock), h, c, t).await,
-                    Err(e) => tracing::error!(error = %e, "registering a UDP socket failed"),
-                }
-            };
-            match self.worker_rts.get(i) {
-                Some(rt) => tasks.spawn_on(serve, rt),
-                None => tasks.spawn(serve),
-            };
-        }
-        let (h, c, t) = (self.handler.clone(), token.clone(), tasks.clone());
-        tasks.spawn(tcp::serve(bound.tcp, h, limits, conns.clone(), c, t));
+    /// Starts the admin endpoint, if one is bound, until `stop`.
+    fn serve_admin(&mut self, stop: CancellationToken) -> Option<JoinHandle<()>> {
+        let endpoint = self.admin.endpoint.take()?;
+        let (metrics, resolver) = (self.admin.metrics.clone(), self.resolver.clone());
+        let scrape =
+            Box::new(move || metrics.render(resolver.cache(), &resolver.upstream_status()));
+        let ready = self.admin.ready.clone();
+        // Not tracked: it serves through the drain and is awaited after it.
+        Some(tokio::spawn(admin::serve(endpoint, scrape, ready, stop)))
     }
 
-    /// Binds the deferred addresses that may be joined now: all of them once every zone has
-    /// an upstream that answered, any one another process no longer serves. Serving (and so
-    /// readiness) begins when none is left.
-    fn join_deferred(
-        &mut self,
-        running: &mut Running,
-        cancel: &CancellationToken,
-        tasks: &TaskTracker,
-        conns: &Arc<Semaphore>,
-    ) {
-        let answered = self.handler.unanswered_zone().is_none();
-        for addr in std::mem::take(&mut self.deferred) {
-            if !answered && handover::served_elsewhere(addr) {
-                self.deferred.push(addr);
-                continue;
-            }
-            match bind_address(addr, self.workers) {
-                Ok(bound) => {
-                    tracing::info!(address = %addr, upstreams_answered = answered, "joined the listen address");
-                    let token = cancel.child_token();
-                    running.insert(addr, (bound.local, token.clone()));
-                    self.spawn(bound, &token, tasks, conns);
+    /// Joins deferred addresses and applies reloads until `shutdown` completes.
+    async fn serve_until(&mut self, life: &mut Lifecycle, shutdown: impl Future<Output = ()>) {
+        let mut join = tokio::time::interval(handover::CHECK_INTERVAL);
+        join.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fingerprint = self.fingerprint();
+        // The first check one interval from now, not at once: the fingerprint was just
+        // taken, and an immediate tick would race a reload asked for meanwhile.
+        let every = self.reloads.watch_interval;
+        let mut watch = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = join.tick(), if !self.deferred.is_empty() => self.join_deferred(life),
+                Some(reply) = self.reloads.requests.1.recv() => {
+                    let result = self.reload(life);
+                    fingerprint = self.fingerprint();
+                    let _ = reply.send(result);
                 }
-                Err(e) => {
-                    // Held by something that does not share it (another program, another
-                    // user): stay not ready, and say why each time it is tried.
-                    tracing::warn!(address = %addr, "binding a deferred listen address failed: {e:#}");
-                    self.deferred.push(addr);
+                Some(()) = hangup(&mut self.reloads.hangup) => {
+                    tracing::info!("SIGHUP received: reloading");
+                    // The outcome is logged by `reload`.
+                    let _ = self.reload(life);
+                    fingerprint = self.fingerprint();
+                }
+                _ = watch.tick(), if self.reloads.source.is_some() => {
+                    if self.fingerprint() != fingerprint {
+                        tracing::info!("config or resolv.conf changed: reloading");
+                        let _ = self.reload(life);
+                        // Taken after the attempt even when it failed: a bad file is
+                        // reported once, not every interval until it is fixed.
+                        fingerprint = self.fingerprint();
+                    }
                 }
             }
         }
-        self.update_local(running);
-        if self.deferred.is_empty() {
-            self.ready.set_serving();
-            tracing::info!(addresses = ?self.local_addrs(), "nodedns serving");
-        }
     }
+}
 
-    /// The bound addresses in config order, from what is running.
-    fn update_local(&self, running: &Running) {
-        *self.local.lock() = self
-            .current
-            .listen
-            .addresses
-            .iter()
-            .filter_map(|a| running.get(a).map(|r| r.0))
-            .collect();
-    }
-
-    fn fingerprint(&self) -> u32 {
-        self.source
-            .as_ref()
-            .map_or(0, |s| reload::fingerprint(s, &self.current))
-    }
-
-    /// Loads the config again and applies it. New listen addresses are bound before any
-    /// old one is closed; on any error nothing changes.
-    fn reload(
-        &mut self,
-        running: &mut Running,
-        cancel: &CancellationToken,
-        tasks: &TaskTracker,
-        conns: &Arc<Semaphore>,
-    ) -> Result<(), String> {
-        let stats = self.handler.stats().clone();
-        let result = self.try_reload(running, cancel, tasks, conns);
-        match &result {
-            Ok(()) => {
-                inc(&stats.reloads_ok);
-                stats
-                    .last_reload_ok_unix
-                    .store(unix_now(), Ordering::Relaxed);
-                let zones: Vec<&str> = self.current.zones.iter().map(|z| z.name.as_str()).collect();
-                tracing::info!(zones = ?zones, addresses = ?self.local_addrs(), "config reloaded");
-            }
-            Err(e) => {
-                inc(&stats.reloads_failed);
-                for line in e.lines() {
-                    tracing::error!("config reload refused, old config keeps serving: {line}");
-                }
-            }
-        }
-        result
-    }
-
-    fn try_reload(
-        &mut self,
-        running: &mut Running,
-        cancel: &CancellationToken,
-        tasks: &TaskTracker,
-        conns: &Arc<Semaphore>,
-    ) -> Result<(), String> {
-        let source = self
-            .source
-            .as_ref()
-            .ok_or("no config source to reload from")?;
-        let cfg = source.load().map_err(|e| e.to_string())?;
-        if worker_count(&cfg) != self.workers {
-            tracing::warn!("listen.workers changed: applies at the next restart");
-        }
-        let mut fresh = Vec::new();
-        for &addr in cfg
-            .listen
-            .addresses
-            .iter()
-            .filter(|a| !running.contains_key(a) && !self.deferred.contains(a))
-        {
-            fresh.push((
-                addr,
-                bind_address(addr, self.workers).map_err(|e| format!("{e:#}"))?,
-            ));
-        }
-        self.current = cfg;
-        for (addr, bound) in fresh {
-            let token = cancel.child_token();
-            running.insert(addr, (bound.local, token.clone()));
-            self.spawn(bound, &token, tasks, conns);
-        }
-        let keep = &self.current.listen.addresses;
-        running.retain(|addr, (_, token)| {
-            let keep = keep.contains(addr);
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
-        self.deferred.retain(|a| keep.contains(a));
-        self.update_local(running);
-        self.handler.reconfigure(&self.current);
-        self.handler.upstreams().probe_unanswered();
-        Ok(())
+/// The next SIGHUP, if it is watched; never otherwise.
+async fn hangup(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -428,6 +305,7 @@ fn log_config(cfg: &Config) {
     }
 }
 
+/// Workers the config asks for: `listen.workers`, or one per CPU for 0.
 fn worker_count(cfg: &Config) -> usize {
     match cfg.listen.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -441,9 +319,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn restore(handler: &Handler, path: &std::path::Path) {
+fn restore(resolver: &Resolver, path: &std::path::Path) {
     let started = std::time::Instant::now();
-    match snapshot::load(handler.cache(), path, |qname| handler.ttl_policy(qname)) {
+    match snapshot::load(resolver.cache(), path, |qname| resolver.ttl_policy(qname)) {
         Ok(l) => tracing::info!(
             restored = l.restored,
             expired = l.expired,
@@ -459,118 +337,37 @@ fn restore(handler: &Handler, path: &std::path::Path) {
     }
 }
 
-fn save(handler: &Handler, path: &std::path::Path, stale_max: Duration) {
-    match snapshot::write(handler.cache(), path, stale_max) {
+fn save(resolver: &Resolver, path: &std::path::Path, stale_max: Duration) {
+    match snapshot::write(resolver.cache(), path, stale_max) {
         Ok(n) => tracing::info!(entries = n, "cache snapshot written to {}", path.display()),
         Err(e) => tracing::warn!("cache snapshot {} not written: {e}", path.display()),
     }
 }
 
-/// Binds one address: `workers` UDP sockets and one TCP listener on the same port.
-fn bind_address(addr: SocketAddr, workers: usize) -> anyhow::Result<Bound> {
-    let tries = if addr.port() == 0 { PORT_ZERO_TRIES } else { 1 };
-    let mut last_err = None;
-    for _ in 0..tries {
-        let first = listener::bind_udp_std(addr).with_context(|| format!("binding UDP {addr}"))?;
-        let local = first.local_addr()?;
-        match listener::bind_tcp(local) {
-            Ok(tcp) => {
-                let mut udp = vec![first];
-                for _ in 1..workers {
-                    let sock = listener::bind_udp_std(local)
-                        .with_context(|| format!("binding UDP {local}"))?;
-                    udp.push(sock);
-                }
-                return Ok(Bound { local, udp, tcp });
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "binding TCP {addr}: {}",
-        last_err.map_or_else(|| "unknown error".to_string(), |e| e.to_string())
-    ))
-}
-
 /// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP: the binary's main loop.
 /// The calling thread is the control thread; each worker gets its own thread and runtime.
-pub fn run_blocking(cfg: Config, source: Source) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
-    let mut threads = Vec::new();
-    let mut handles = Vec::new();
-    for i in 0..worker_count(&cfg) {
-        let (handle, thread) = match start_worker(i, stop.clone()) {
-            Ok(w) => w,
-            Err(e) => {
-                stop.cancel();
-                return Err(e);
-            }
-        };
-        handles.push(handle);
-        threads.push(thread);
-    }
-    let served = current_thread_runtime().and_then(|rt| {
-        rt.block_on(async {
-            let mut server = Server::bind(&cfg)?.with_source(source, reload::WATCH_INTERVAL);
-            server.worker_rts = handles;
-            forward_sighup(server.control())?;
-            // After binding (IP_FREEBIND makes the order free), before serving.
-            let interface = Keeper::start(&cfg.interface, &server.planned_addrs()).await?;
-            let shutdown = signal()?;
-            server.run(shutdown).await;
-            if let Some(interface) = interface {
-                interface.stop().await;
-            }
-            Ok(())
-        })
+pub fn run_blocking(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let workers = Workers::start(worker_count(&cfg))?;
+    let served = current_thread_runtime()?.block_on(async {
+        let server = Server::bind_on(&cfg, workers.runtimes())?
+            .with_source(source, reload::WATCH_INTERVAL)
+            .reload_on_sighup()?;
+        // After binding (IP_FREEBIND makes the order free), before serving.
+        let interface = Keeper::start(&cfg.interface, &server.planned_addrs()).await?;
+        let shutdown = terminated()?;
+        server.run(shutdown).await;
+        if let Some(interface) = interface {
+            interface.stop().await;
+        }
+        Ok(())
     });
     // `run` has drained the workers' tasks (or its grace ran out): stop their runtimes.
-    stop.cancel();
-    for t in threads {
-        let _ = t.join();
-    }
+    drop(workers);
     served
 }
 
-fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")
-}
-
-/// Starts worker `index`: a thread driving its own runtime until `stop`. Work arrives
-/// through the returned handle.
-fn start_worker(
-    index: usize,
-    stop: CancellationToken,
-) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
-    let rt = current_thread_runtime()?;
-    let handle = rt.handle().clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("nodedns-w{index}"))
-        .spawn(move || rt.block_on(stop.cancelled()))
-        .context("starting a worker thread")?;
-    Ok((handle, thread))
-}
-
-/// Turns every SIGHUP into a reload request.
-fn forward_sighup(control: Control) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading");
-            // The outcome is logged by the server.
-            let _ = control.reload().await;
-        }
-    });
-    Ok(())
-}
-
 /// Completes on the first SIGTERM or SIGINT.
-fn signal() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
+fn terminated() -> anyhow::Result<impl Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     Ok(async move {

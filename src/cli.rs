@@ -219,8 +219,8 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     };
     init_tracing(&cfg);
     let source = match path {
-        Some(p) => crate::reload::Source::File(p),
-        None => crate::reload::Source::Embedded,
+        Some(p) => crate::reload::ConfigSource::File(p),
+        None => crate::reload::ConfigSource::Embedded,
     };
     match crate::app::run_blocking(cfg, source) {
         Ok(()) => ExitCode::SUCCESS,

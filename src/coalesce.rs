@@ -104,27 +104,9 @@ impl<T: Clone> Coalescer<T> {
         })
     }
 
-    /// Starts the flight for `key` if none is up and the keys in flight are under their cap:
-    /// the leader's duty. `None`, with nothing changed, otherwise.
-    pub fn lead(&self, key: &[u8]) -> Option<Completion<T>> {
-        let mut flights = self.flights.lock();
-        if flights.len() >= self.max_keys.load(Ordering::Relaxed) || flights.contains_key(key) {
-            return None;
-        }
-        let key: Arc<[u8]> = key.into();
-        let flight = Flight {
-            tx: None,
-            waiters: 1,
-        };
-        flights.insert(key.clone(), flight);
-        Some(Completion {
-            key,
-            flights: self.flights.clone(),
-        })
-    }
-
     /// Keys in flight now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.flights.lock().len()
     }
 }
@@ -223,25 +205,6 @@ mod tests {
         drop(done);
         assert_eq!(w.wait().await, None);
         assert_eq!(c.in_flight(), 0);
-    }
-
-    #[tokio::test]
-    async fn leading_takes_a_free_key_only_and_followers_still_join() {
-        let c: Coalescer<u32> = Coalescer::new(2, 10);
-        let done = c.lead(b"k").expect("a free key can be led");
-        assert_eq!(done.key(), b"k");
-        assert!(c.lead(b"k").is_none(), "one flight per key");
-        let Join::Follower(w) = c.join(b"k") else {
-            panic!("a later miss follows the led flight")
-        };
-        let _other = c.lead(b"j").expect("second key");
-        assert!(c.lead(b"i").is_none(), "keys capped at 2");
-        done.complete(5);
-        assert_eq!(w.wait().await, Some(5));
-        assert!(
-            c.lead(b"k").is_some(),
-            "the key is free once the flight is over"
-        );
     }
 
     #[test]

@@ -6,50 +6,94 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `check-config`, `print-default-config`, `doctor`,
+//! From the top (what starts everything) down; a module imports only from modules below it.
+//!
+//! - `cli`: the command line (`run`, `check-config`, `print-default-config`, `doctor`,
 //!   `probe`).
-//! - [`app`]: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
+//! - `doctor`: `nodedns doctor`, the troubleshooting checklist run against a live node.
+//! - `app`: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
+//! - `admin`: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`, on TCP and on a unix
+//!   socket for `nodedns probe`; its client side and a Prometheus text reader.
+//! - `metrics`: every Prometheus metric, its HELP text, and the scrape-time exposition.
+//! - `netsetup`: Kubernetes node mode: the link carrying the listen IPs, NOTRACK rules,
+//!   transparent mode's interception (nftables over netlink) and the instance lock.
+//! - `reload`: where the config comes from, watching it, asking for a reload.
+//! - `handover`: whether another process (the pod being replaced) serves a listen address.
+//! - `listener`: UDP and TCP listeners: binding, batching, framing, limits.
+//! - `resolve`: the life of one query: the fast path (parse, cache hit) and the one owner of
+//!   a miss (route, coalesce, flights, outcome, stale or SERVFAIL, the reply).
+//! - `forward`: one miss's attempts: the failover loop, upstream health, policies, UDP/TCP
+//!   exchanges.
+//! - `coalesce`: one upstream query per identical in-flight miss.
+//! - `querylog`: the opt-in sampled query log.
+//! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
+//! - [`cache`]: what is cached for how long, and the bounded store under it.
+//! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
-//! - [`listener`]: UDP and TCP listeners (binding, framing, limits).
-//! - [`handler`]: the life of one query: parse, cache, route, coalesce, forward, reply.
-//! - [`handover`]: whether another process (the pod being replaced) serves a listen address.
+//! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
+//!   snapshot).
+//! - `stats`: the counters every part increments, read by metrics and tests.
+//! - `sys`: the batched datagram syscalls (the crate's only `unsafe`).
 //! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`, and the validation of
 //!   upstream answers.
-//! - [`cache`]: what is cached for how long, and the bounded store under it.
-//! - [`coalesce`]: one upstream query per identical in-flight miss.
-//! - [`zones`]: longest-suffix routing of a qname to a zone's upstreams.
-//! - [`forward`]: the failover loop, upstream health, policies, UDP/TCP exchanges.
-//! - [`netsetup`]: Kubernetes node mode: the link carrying the listen IPs, NOTRACK rules.
-//! - [`reload`]: where the config comes from, watching it, asking for a reload.
-//! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
-//! - [`doctor`]: `nodedns doctor`, the troubleshooting checklist run against a live node.
-//! - [`stats`]: the counters every part increments, read by metrics and tests.
-//! - [`metrics`]: every Prometheus metric, its HELP text, and the scrape-time exposition.
-//! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`, on TCP and on a unix
-//!   socket for `nodedns probe`.
-//! - [`querylog`]: the opt-in sampled query log.
-//! - [`regular_file`]: bounded, non-blocking reads of regular files (config, resolv.conf,
-//!   snapshot).
 //!
-//! `docs/architecture.md` mirrors this list.
+//! `docs/architecture.md` mirrors this list. The four public modules are the data formats
+//! and the store that fuzz targets and benchmarks drive directly; everything else is
+//! private, and what the binary, tests, benchmarks and examples use of it is re-exported
+//! below.
 
-pub mod admin;
-pub mod app;
+mod admin;
+mod app;
 pub mod cache;
-pub mod cli;
-pub mod coalesce;
+mod cli;
+mod coalesce;
 pub mod config;
-pub mod doctor;
-pub mod forward;
-pub mod handler;
-pub mod handover;
-pub mod listener;
-pub mod metrics;
-pub mod netsetup;
-pub mod querylog;
-pub mod regular_file;
-pub mod reload;
+mod doctor;
+mod forward;
+mod handover;
+mod listener;
+mod metrics;
+mod netsetup;
+mod querylog;
+mod regular_file;
+mod reload;
+mod resolve;
 pub mod snapshot;
-pub mod stats;
+mod stats;
+// The crate's only unsafe code: the batched syscalls and geteuid, each block with its
+// SAFETY note.
+#[allow(unsafe_code)]
+mod sys;
 pub mod wire;
-pub mod zones;
+mod zones;
+
+/// The binary's entry point.
+pub use cli::main;
+
+/// The server, bound and run in-process by tests as by the binary.
+pub use app::Server;
+pub use reload::{ConfigSource, Control, ReloadError};
+
+/// The fast path, driven by the query fuzz target.
+pub use resolve::{Fast, Proto, Resolver};
+
+/// Counters tests read.
+pub use stats::{DropReason, Hot, Stats};
+
+/// The metric list `docs/metrics.md` is checked against.
+pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};
+
+/// The admin endpoint's client (`nodedns probe`, `doctor`, tests) and the Prometheus text
+/// reader `doctor` and the tests read `/metrics` with.
+pub use admin::client as admin_client;
+pub use admin::text as prometheus_text;
+
+/// A zone or probe name in wire form.
+pub use zones::to_wire as name_to_wire;
+
+/// How many queries an upstream UDP socket carries before it is replaced.
+pub use forward::udp::LANE_QUERIES;
+
+/// Batched datagram I/O, for the echo floor example.
+pub use listener::bind_udp;
+pub use sys::{RecvBatch, SendBatch, UdpFd};

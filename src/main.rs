@@ -1,4 +1,4 @@
-//! The `nodedns` binary: parse the command line and hand over to [`nodedns::cli`].
+//! The `nodedns` binary: parse the command line and hand over to [`nodedns::main`].
 
 /// A miss allocates a few dozen small, short-lived buffers across two threads' worth of
 /// tasks; glibc's allocator spent about a sixth of a miss's CPU on them, mimalloc's
@@ -8,5 +8,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    nodedns::cli::main()
+    nodedns::main()
 }

@@ -22,17 +22,17 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the running config came from, and so where a reload reads it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ConfigSource {
     File(PathBuf),
     /// The embedded default: its resolv.conf is still watched.
     Embedded,
 }
 
-impl Source {
+impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {
-            Source::File(path) => config::load_file(path),
-            Source::Embedded => config::embedded_default(),
+            ConfigSource::File(path) => config::load_file(path),
+            ConfigSource::Embedded => config::embedded_default(),
         }
     }
 }
@@ -40,7 +40,7 @@ impl Source {
 /// A checksum of every file `cfg` was built from: the config file and each zone's
 /// resolv.conf. A missing or unreadable file has its own distinct contribution, so its
 /// disappearance and return are both changes.
-pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
+pub fn fingerprint(source: &ConfigSource, cfg: &Config) -> u32 {
     let mut h = crc32fast::Hasher::new();
     // Bounded and regular files only, as loading them is: a FIFO or a huge file named
     // here must not hold the control loop.
@@ -53,7 +53,7 @@ pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
             }
             Err(_) => h.update(&[0]),
         };
-    if let Source::File(path) = source {
+    if let ConfigSource::File(path) = source {
         add(path);
     }
     for zone in &cfg.zones {
@@ -67,8 +67,23 @@ pub fn fingerprint(source: &Source, cfg: &Config) -> u32 {
     h.finalize()
 }
 
+/// Why a reload was refused (the old config keeps serving), or could not be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config source to reload from")]
+    NoSource,
+    /// The file was refused: every diagnostic, one per line.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address the new config adds could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::listener::BindError),
+    #[error("server stopped")]
+    Stopped,
+}
+
 /// A reload request: the reply says whether the new config was applied.
-pub type Request = oneshot::Sender<Result<(), String>>;
+pub type Request = oneshot::Sender<Result<(), ReloadError>>;
 
 /// Asks a running server to reload (SIGHUP does the same).
 #[derive(Debug, Clone)]
@@ -78,15 +93,12 @@ pub struct Control {
 }
 
 impl Control {
-    /// Reloads now. `Err` carries the diagnostics of a file that was refused (the old
-    /// config keeps serving) or says the server has stopped.
-    pub async fn reload(&self) -> Result<(), String> {
+    /// Reloads now. `Err` says why the new config was refused (the old one keeps serving)
+    /// or that the server has stopped.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(tx)
-            .await
-            .map_err(|_| "server stopped".to_string())?;
-        rx.await.map_err(|_| "server stopped".to_string())?
+        self.tx.send(tx).await.map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
     /// The addresses the server listens on now, in config order (real ports for port 0).

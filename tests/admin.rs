@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
-use nodedns::admin::client as admin_client;
+use nodedns::admin_client;
 use support::client::{self, answer_a};
 use support::daemon::{Daemon, free_port, wait_ready, write_config};
 use support::fake_upstream::FakeUpstream;
@@ -77,7 +77,7 @@ async fn stale_socket_file_is_replaced_but_a_live_one_is_not_taken() {
     // A second process with the same socket: refused at start-up, the first keeps it.
     let toml = config(up.addr(), "", &socket);
     let cfg = nodedns::config::parse_str(&toml, "test.toml").unwrap();
-    let err = nodedns::app::Server::bind(&cfg).err().unwrap();
+    let err = nodedns::Server::bind(&cfg).err().unwrap();
     let err = format!("{err:#}");
     assert!(
         err.contains("admin socket") && err.contains("another process"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use nodedns::stats::Hot;
+use nodedns::Hot;
 use support::client::{self, QueryBuilder, answer_a, answer_ttls};
 use support::fake_upstream::{Behavior, FakeUpstream};
 use support::nodedns::{Nodedns, config, zone};

@@ -1,5 +1,5 @@
 //! The built binary, black-box: `check-config`, `print-default-config`, and a real daemon
-//! resolving through a fake upstream and draining on SIGTERM.
+//! resolving through a fake upstream, reloading on SIGHUP and draining on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -177,4 +177,51 @@ async fn probe_exits_0_when_the_answer_is_200_1_when_not_and_2_when_nothing_answ
         err.contains("cannot connect") && err.lines().count() == 1,
         "{err}"
     );
+}
+
+/// Waits (up to 10 s) until the daemon's log has `line` after `after`, and returns the log.
+fn wait_log(log: &std::path::Path, after: &str, line: &str) -> String {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.find(after).is_some_and(|at| text[at..].contains(line)) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no {line:?} after {after:?} in the log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let (old, new) = (Ipv4Addr::new(198, 18, 0, 21), Ipv4Addr::new(198, 18, 0, 22));
+    let first = FakeUpstream::start().await;
+    first.add_a("ready.example.test.", old, 300);
+    first.add_a("moved.example.test.", old, 300);
+    let second = FakeUpstream::start().await;
+    second.add_a("moved.example.test.", new, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("nodedns.log");
+    let listen: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+    let path = write_config(dir.path(), &daemon_config(listen, first.addr()));
+    let mut daemon = Daemon::start_logged(&path, &log);
+    wait_ready(listen, "ready.example.test").await;
+
+    write_config(dir.path(), &daemon_config(listen, second.addr()));
+    daemon.signal("HUP");
+    wait_log(&log, "SIGHUP received", "config reloaded");
+    let r = client::query_udp(listen, "moved.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer_a(&r),
+        vec![new],
+        "answered by the new config's upstream"
+    );
+    assert_eq!(second.udp_queries(), 1);
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)).code(), Some(0));
 }

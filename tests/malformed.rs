@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use nodedns::stats::DropReason;
+use nodedns::DropReason;
 use support::client::{self, answer_a};
 use support::fake_upstream::FakeUpstream;
 use support::nodedns::Nodedns;

@@ -1,5 +1,5 @@
 //! The shipped observability files agree with what nodedns exports: `docs/metrics.md`
-//! documents exactly the metrics of `nodedns::metrics::DEFS` with their types, and every
+//! documents exactly the metrics of `nodedns::METRICS` with their types, and every
 //! metric the Grafana dashboard and the alert rules use exists. (The e2e test in
 //! `tests/metrics.rs` checks the same table against a live scrape.)
 #![allow(clippy::unwrap_used)]
@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nodedns::metrics::{DEFS, Kind};
+use nodedns::{METRICS as DEFS, MetricKind as Kind};
 use support::scrape::{documented, metric_names, repo_file};
 
 fn exported() -> BTreeMap<String, &'static str> {

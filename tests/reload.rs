@@ -68,7 +68,7 @@ async fn reload_under_load_loses_nothing_and_keeps_the_cache() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     write_config(dir.path(), &config_forwarding_to(new.addr()));
     ns.control.reload().await.unwrap();
-    let hits_at_reload = ns.stats().get(nodedns::stats::Hot::CacheHitsSuccess);
+    let hits_at_reload = ns.stats().get(nodedns::Hot::CacheHitsSuccess);
     let rounds = load.await.unwrap();
 
     assert_eq!(
@@ -78,7 +78,7 @@ async fn reload_under_load_loses_nothing_and_keeps_the_cache() {
     );
     assert!(rounds > 10, "the load loop hardly ran: {rounds} rounds");
     // The cache survived: the hot name never went to the new upstream.
-    assert!(ns.stats().get(nodedns::stats::Hot::CacheHitsSuccess) > hits_at_reload);
+    assert!(ns.stats().get(nodedns::Hot::CacheHitsSuccess) > hits_at_reload);
     assert_eq!(new.queries_for("hot.example.test."), 0);
     assert_eq!(old.queries_for("hot.example.test."), 1);
     // Misses after the reload went to the new upstream only.
@@ -119,7 +119,7 @@ async fn refused_reload_keeps_the_old_config_and_names_the_line() {
     ];
     for (i, (text, line, what)) in bad_files.iter().enumerate() {
         write_config(dir.path(), text);
-        let err = ns.control.reload().await.unwrap_err();
+        let err = ns.control.reload().await.unwrap_err().to_string();
         assert!(err.contains(&format!("nodedns.toml{line}")), "{err}");
         assert!(err.to_lowercase().contains(what), "{err}");
         assert_eq!(
@@ -373,7 +373,10 @@ async fn a_reload_pointed_at_a_fifo_is_refused_at_once() {
     support::mkfifo(&path);
     release_later(&path);
     let reload = tokio::time::timeout(Duration::from_secs(5), ns.control.reload()).await;
-    let err = reload.expect("a reload reading a FIFO hung").unwrap_err();
+    let err = reload
+        .expect("a reload reading a FIFO hung")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("FIFO"), "{err}");
     let r = client::query_udp(ns.addr, "hot.example.test", RecordType::A, None)
         .await

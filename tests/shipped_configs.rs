@@ -176,7 +176,7 @@ fn daemonset_agrees_with_its_config() {
         .admin
         .socket
         .expect("[admin] socket for the exec probes");
-    assert_eq!(socket, Path::new(nodedns::admin::client::DEFAULT_SOCKET));
+    assert_eq!(socket, Path::new(nodedns::admin_client::DEFAULT_SOCKET));
     for (probe, what) in [("livenessProbe:", "live"), ("readinessProbe:", "ready")] {
         let at = &ds[ds.find(probe).unwrap_or_else(|| panic!("no {probe}"))..];
         let command = yaml_value(at, "command").unwrap_or_else(|| panic!("{probe}: no command"));

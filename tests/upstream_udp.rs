@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use nodedns::forward::udp::LANE_QUERIES;
+use nodedns::LANE_QUERIES;
 use support::client;
 use support::fake_upstream::{Behavior, FakeUpstream, Proto};
 use support::nodedns::{Nodedns, config, zone};

@@ -23,7 +23,7 @@ enum Via {
 
 /// Wire form of a dotted (lowercase) name.
 fn wire(dotted: &str) -> Vec<u8> {
-    nodedns::zones::to_wire(dotted).unwrap()
+    nodedns::name_to_wire(dotted).unwrap()
 }
 
 /// A scripted answer to `qname A`: header (QR, RD, RA; the counts given), the question, and

@@ -1,4 +1,4 @@
-//! A client packet through the fast path: `wire::parse_query`, then `Handler::fast` over UDP
+//! A client packet through the fast path: `wire::parse_query`, then `Resolver::fast` over UDP
 //! and TCP, first on an empty cache (malformed queries, CHAOS, misses) and again once the
 //! cache holds an answer for the query (the hit path, truncation included).
 //!
@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock};
 use libfuzzer_sys::fuzz_target;
 use nodedns::cache::TtlPolicy;
 use nodedns::config;
-use nodedns::handler::{Fast, Handler, Proto};
-use nodedns::stats::Stats;
+use nodedns::{Fast, Proto, Resolver};
+use nodedns::Stats;
 use nodedns::wire::{self, Query};
 use nodedns_fuzz::{EDNS_CAP, TCP_MAX, check_reply, hickory_parses, udp_limit};
 use tokio::time::Instant;
@@ -32,9 +32,9 @@ name = "."
 upstreams = ["192.0.2.1:53"]
 "#;
 
-static HANDLER: LazyLock<Arc<Handler>> = LazyLock::new(|| {
+static HANDLER: LazyLock<Arc<Resolver>> = LazyLock::new(|| {
     let cfg = config::parse_str(CONFIG, "fuzz").expect("the fuzz config is valid");
-    Arc::new(Handler::new(&cfg, Arc::new(Stats::default())))
+    Arc::new(Resolver::new(&cfg, Arc::new(Stats::default())))
 });
 
 const POLICY: TtlPolicy = TtlPolicy {
@@ -88,7 +88,7 @@ fuzz_target!(|pkt: &[u8]| {
 
 /// Runs the fast path over UDP and TCP and checks what it writes.
 fn serve(
-    handler: &Arc<Handler>,
+    handler: &Arc<Resolver>,
     pkt: &[u8],
     id: u16,
     limit: usize,

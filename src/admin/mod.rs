@@ -31,12 +31,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::metrics::Metrics;
 
 pub use bind::Endpoint;
 
 /// Prometheus text exposition format 0.0.4.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `/metrics` body: the Prometheus text exposition, read at each scrape.
+pub type Scrape = Box<dyn Fn() -> String + Send + Sync>;
 
 /// Why the zones cannot all be served yet (`None`: they can).
 pub type ZoneCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
@@ -72,10 +74,6 @@ impl Readiness {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.reason().is_none()
-    }
-
     /// Why not ready, for the 503 body (an operator reads it with curl or `nodedns probe`);
     /// `None` when ready.
     pub fn reason(&self) -> Option<String> {
@@ -103,7 +101,7 @@ impl Readiness {
 
 /// What every admin listener answers from.
 struct Routes {
-    metrics: Arc<Metrics>,
+    metrics: Scrape,
     ready: Arc<Readiness>,
 }
 
@@ -116,7 +114,7 @@ pub fn bind(cfg: &config::Admin) -> anyhow::Result<Option<Endpoint>> {
 /// Serves `endpoint` until `stop` is cancelled, then removes its socket file.
 pub async fn serve(
     endpoint: Endpoint,
-    metrics: Arc<Metrics>,
+    metrics: Scrape,
     ready: Arc<Readiness>,
     stop: CancellationToken,
 ) {
@@ -132,7 +130,7 @@ impl Routes {
         }
         match req.uri().path() {
             "/metrics" => {
-                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                let mut r = Response::new(Full::new(Bytes::from((self.metrics)())));
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT));
                 r

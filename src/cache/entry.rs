@@ -43,7 +43,7 @@ pub struct Entry {
     key_tail: u16,
     /// Hits counted by [`Entry::record_hit_and_check_prefetch`], up to [`HITS_CAP`].
     hits: AtomicU16,
-    /// [`PREFETCHING`] and [`REFRESHING`].
+    /// [`PREFETCHING`].
     flags: AtomicU8,
     pub kind: EntryKind,
 }
@@ -59,9 +59,6 @@ const KEY_IN_QUESTION: u16 = 0x8000;
 const HITS_CAP: u16 = u16::MAX / 2;
 /// Flag set by the one caller that wins the prefetch of an entry.
 const PREFETCHING: u8 = 1;
-/// Flag set by the one caller that wins the stale refresh of an entry. Separate from
-/// `PREFETCHING` so a failed prefetch does not block the refresh once the entry is stale.
-const REFRESHING: u8 = 2;
 
 impl Entry {
     /// An entry for `stored` (as [`crate::wire::normalize_response`] wrote it, with `layout`)
@@ -172,11 +169,6 @@ impl Entry {
             && self.ttl >= PREFETCH_MIN_TTL
             && remaining * PREFETCH_REMAINING_DIVISOR <= u64::from(self.ttl);
         due && self.claim(PREFETCHING)
-    }
-
-    /// For a stale hit: true for the one caller that should refresh this entry.
-    pub fn try_start_refresh(&self) -> bool {
-        self.claim(REFRESHING)
     }
 
     /// Sets `flag`; true for the one caller that set it first.

@@ -3,8 +3,11 @@
 //! This module owns what is cached and for how long (TTL clamps, RFC 2308 negative caching,
 //! brief SERVFAIL caching, the serve-stale window of RFC 8767, the prefetch trigger) and the
 //! bounded, scan-resistant store underneath ([`store`]). It does not own talking to upstreams,
-//! coalescing or serving: the query path asks [`Cache::lookup`], writes the reply with
-//! [`crate::wire::write_reply`], and calls [`Cache::insert`] with what upstream sent.
+//! coalescing or serving: the fast path asks [`Cache::serve_fresh`], which hands it a fresh
+//! entry to copy (with [`crate::wire::write_reply`]) while its shard is read-locked, or says
+//! what it found instead (a stale entry, nothing); a flight stores what upstream sent with
+//! [`Cache::insert_or_return`] ([`Cache::lookup`] and [`Cache::insert`] are the plain forms,
+//! for benchmarks, examples and tests).
 //!
 //! Time is `tokio::time::Instant`, passed in by the caller, so expiry is tested with a paused
 //! clock. An entry is fresh for `[0, ttl)` after insert, stale for `[ttl, ttl + stale_max)`,

@@ -361,25 +361,6 @@ fn only_one_of_many_concurrent_hits_wins_the_prefetch() {
 }
 
 #[test]
-fn stale_refresh_starts_once_and_independently_of_prefetch() {
-    let cache = Cache::new(LIMITS);
-    let e = cache
-        .insert(
-            KEY,
-            vec![0; 40],
-            &positive(100),
-            Layout::default(),
-            &POLICY,
-            Instant::now(),
-        )
-        .unwrap();
-    e.record_hit_and_check_prefetch(95);
-    assert!(e.record_hit_and_check_prefetch(95));
-    assert!(e.try_start_refresh());
-    assert!(!e.try_start_refresh());
-}
-
-#[test]
 fn cache_respects_byte_limit_and_reload_shrinks_it() {
     let cache = Cache::new(Limits {
         max_entries: 1_000,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 
 use crate::config::Config;
-pub use report::{Report, Status, Verdict};
+pub use report::{Report, Verdict};
 
 /// How long one probe waits for its reply.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -40,6 +40,7 @@ pub fn note_flight() {
     let id = handle.id();
     if ANCHORED.get() != Some(id) {
         ANCHORED.set(Some(id));
+        // Not tracked: it holds no work, and ends after a quiet second or with its runtime.
         handle.spawn(anchor(id));
     }
 }

@@ -8,24 +8,50 @@
 //! FORMERR, NOTIMP, or an answer that fails validation) starts the next attempt at once; only
 //! the network error counts against the upstream's health. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
+//!
+//! The loop is generic over [`Exchange`], what it needs of an upstream, so that its timing
+//! rules are tested on tokio's paused clock against scripted upstreams (`tests`).
 
+use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, sleep_until};
 
-use crate::stats::{Stats, inc};
+use crate::stats::{ErrorKind, Stats, UpstreamCounters, inc};
 use crate::wire;
 
-use super::{ErrorKind, ExchangeError, ForwardError, Forwarded, Settings, Upstream};
+use super::upstream::error_of_rcode;
+use super::{ExchangeError, ForwardError, Forwarded, Reply, Settings};
+
+/// What the failover loop needs of one upstream: an exchange, the attempt timeout, and
+/// where to count what came of it.
+pub trait Exchange: Clone {
+    fn addr(&self) -> SocketAddr;
+    /// How long an attempt waits before the next upstream is asked too.
+    fn attempt_timeout(&self) -> Duration;
+    /// One exchange of `query` started at `t0`, awaited until it ends or is dropped.
+    fn exchange<'a>(
+        &'a self,
+        query: &'a [u8],
+        t0: Instant,
+    ) -> impl Future<Output = Reply> + Send + 'a;
+    /// Counts a failed attempt (and, for timeouts and network errors, toward down).
+    fn failure(&self, kind: ErrorKind);
+    /// A reply came after `rtt`, well-formed or not.
+    fn replied(&self, rtt: Duration);
+    /// A well-formed reply came after `rtt`: the upstream is reachable.
+    fn reached(&self, rtt: Duration);
+    fn counters(&self) -> &UpstreamCounters;
+}
 
 /// An attempt's number, upstream, start and result.
-type Attempt = (u32, Arc<Upstream>, Instant, Result<Vec<u8>, ExchangeError>);
+type Attempt<E> = (u32, E, Instant, Reply);
 
-/// What to do with one finished attempt.
+/// What one finished attempt was worth.
 pub enum Verdict {
     Answer(Forwarded),
     ServFail(Forwarded),
@@ -47,7 +73,41 @@ pub enum First<F> {
     Done { servfail: Option<Forwarded> },
 }
 
-/// Runs attempts over `order` (cycled) until an answer, `attempts` attempts or the deadline.
+/// The first attempt not sent elsewhere: the loop sends it.
+pub fn fresh() -> First<std::future::Pending<Reply>> {
+    First::Fresh
+}
+
+/// The loop's state between two events.
+struct Failover<'a, E> {
+    order: &'a [E],
+    query: &'a [u8],
+    apex: &'a [u8],
+    stats: &'a Stats,
+    attempts: u32,
+    deadline: Instant,
+    /// Attempts started so far.
+    started: u32,
+    /// When the newest attempt counts as slow and the next one starts.
+    next_at: Instant,
+    /// The newest attempt while it is unanswered: charged a timeout when the next starts.
+    slow: Option<(u32, E)>,
+    /// Attempts already counted as timed out when the next one started: their own timeout
+    /// at the deadline must not count them twice.
+    charged: Vec<u32>,
+    servfail: Option<Forwarded>,
+    servfails: u32,
+}
+
+/// What the loop does after judging an attempt.
+enum Step {
+    Answer(Forwarded),
+    Stop,
+    Next,
+}
+
+/// Runs attempts over `order` (cycled) until an answer, `settings.attempts` attempts or the
+/// deadline, `settings.deadline` after `origin`. The first attempt stands as `first` says.
 ///
 /// Attempts are futures polled here, not tasks: a miss costs no spawn and no copy of the
 /// query per attempt. Most misses are answered by their first attempt, so that one is polled
@@ -55,21 +115,11 @@ pub enum First<F> {
 /// Attempts carry no timer of their own: this loop's one timer (the next attempt's start, or
 /// the deadline) decides, and an attempt still running at the deadline is dropped with it.
 /// `apex`: the zone's apex in wire form, which answers are judged against (see [`judge`]).
-pub async fn run(
-    order: &[Arc<Upstream>],
-    query: &[u8],
-    apex: &[u8],
-    settings: &Settings,
-    stats: &Stats,
-) -> Result<Forwarded, ForwardError> {
-    let first = First::<std::future::Pending<_>>::Fresh;
-    run_from(order, query, apex, settings, stats, Instant::now(), first).await
-}
-
-/// [`run`] for a miss that began at `origin` (its deadline counts from there) with its first
-/// attempt as `first` says.
-pub async fn run_from<F>(
-    order: &[Arc<Upstream>],
+///
+/// One function with one `select!`: the first attempt, the set of later ones and the timer
+/// are locals that every branch moves on, and the decisions live in [`Failover`]'s methods.
+pub async fn run<E, F>(
+    order: &[E],
     query: &[u8],
     apex: &[u8],
     settings: &Settings,
@@ -78,51 +128,19 @@ pub async fn run_from<F>(
     first: First<F>,
 ) -> Result<Forwarded, ForwardError>
 where
-    F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+    E: Exchange,
+    F: Future<Output = Reply>,
 {
     let Some(first_up) = order.first() else {
         return Err(ForwardError::Exhausted { attempts: 0 });
     };
-    let deadline = origin + settings.deadline;
-    let mut servfail: Option<Forwarded> = None;
-    let mut servfails = 0;
-    // When the newest attempt counts as slow and the next one starts.
-    let mut next_at = (origin + first_up.attempt_timeout()).min(deadline);
-    let mut slow: Option<(u32, Arc<Upstream>)> = Some((0, first_up.clone()));
-    // Set when the next attempt should start now: the slow timer fired, or the newest
-    // attempt failed.
-    let mut start_next = false;
-    // Attempts already counted as timed out when the next one started: their own timeout at
-    // the deadline must not count them twice.
-    let mut charged: Vec<u32> = Vec::new();
-    let mut first_live = true;
-    let first = match first {
-        First::Fresh => Either::Left(attempt(0, first_up.clone(), query, origin)),
-        First::InFlight {
-            late,
-            t0,
-            timed_out,
-        } => {
-            // Slow: the loop counts the timeout and asks the next upstream at once.
-            start_next = timed_out;
-            Either::Right(late_attempt(first_up.clone(), t0, Some(late)))
-        }
-        First::Done { servfail: kept } => {
-            servfails = u32::from(kept.is_some());
-            servfail = kept;
-            slow = None;
-            first_live = false;
-            start_next = true;
-            // Never polled: `first_live` is false.
-            Either::Right(late_attempt(first_up.clone(), origin, None))
-        }
-    };
+    let mut st = Failover::new(order, query, apex, settings, stats, origin, first_up);
+    let (first, mut first_live, mut start_next) = st.first(first, origin);
     let mut first = pin!(first);
     let mut later = None::<FuturesUnordered<_>>;
-    let mut started = 1u32;
-    let mut timer = pin!(sleep_until(next_at));
+    let mut timer = pin!(sleep_until(st.next_at));
     loop {
-        let may_start = started < settings.attempts;
+        let may_start = st.started < st.attempts;
         let later_live = later.as_ref().is_some_and(|l| !l.is_empty());
         if !first_live && !later_live {
             if !may_start {
@@ -132,25 +150,13 @@ where
         }
         if start_next && may_start {
             start_next = false;
-            if let Some((n, up)) = slow.take() {
-                // Slow, not dead: a late answer still resets this.
-                up.failure(ErrorKind::Timeout);
-                charged.push(n);
-            }
-            inc(&stats.failovers);
-            let now = Instant::now();
-            let up = order[started as usize % order.len()].clone();
-            next_at = (now + up.attempt_timeout()).min(deadline);
-            slow = Some((started, up.clone()));
-            later
-                .get_or_insert_with(FuturesUnordered::new)
-                .push(attempt(started, up, query, now));
-            started += 1;
+            let next = st.start_next();
+            later.get_or_insert_with(FuturesUnordered::new).push(next);
             continue;
         }
         // One timer: the next attempt's start, or the deadline once no attempt is left to
         // start (`next_at` is never past the deadline).
-        let wake = if may_start { next_at } else { deadline };
+        let wake = if may_start { st.next_at } else { st.deadline };
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
@@ -162,41 +168,145 @@ where
             }
             Some(done) = next(&mut later), if later_live => done,
             () = timer.as_mut() => {
-                if wake >= deadline {
+                if wake >= st.deadline {
                     break;
                 }
                 start_next = true;
                 continue;
             }
         };
-        let (n, up, t0, result) = finished;
-        if slow.as_ref().is_some_and(|(s, _)| *s == n) {
-            slow = None;
-        }
-        match judge(&up, t0, result, charged.contains(&n), apex) {
-            Verdict::Answer(a) => return Ok(a),
-            Verdict::ServFail(f) => {
-                servfails += 1;
-                servfail.get_or_insert(f);
-                if servfails >= 2 {
-                    break;
-                }
-                start_next = true;
-            }
+        match st.judged(finished) {
+            Step::Answer(a) => return Ok(a),
+            Step::Stop => break,
             // Start the next attempt now rather than at the slow timer.
-            Verdict::Failed => start_next = true,
+            Step::Next => start_next = true,
         }
     }
-    if let Some((_, up)) = slow {
-        up.failure(ErrorKind::Timeout);
+    st.finish()
+}
+
+impl<'a, E: Exchange> Failover<'a, E> {
+    fn new(
+        order: &'a [E],
+        query: &'a [u8],
+        apex: &'a [u8],
+        settings: &Settings,
+        stats: &'a Stats,
+        origin: Instant,
+        first: &E,
+    ) -> Self {
+        let deadline = origin + settings.deadline;
+        Failover {
+            order,
+            query,
+            apex,
+            stats,
+            attempts: settings.attempts,
+            deadline,
+            started: 1,
+            next_at: (origin + first.attempt_timeout()).min(deadline),
+            slow: Some((0, first.clone())),
+            charged: Vec::new(),
+            servfail: None,
+            servfails: 0,
+        }
     }
-    servfail.ok_or(ForwardError::Exhausted { attempts: started })
+
+    /// The first attempt's future as `first` says, whether it is still awaited, and whether
+    /// the next attempt starts at once.
+    fn first<F>(
+        &mut self,
+        first: First<F>,
+        origin: Instant,
+    ) -> (
+        Either<
+            impl Future<Output = Attempt<E>> + use<'a, E, F>,
+            impl Future<Output = Attempt<E>> + use<'a, E, F>,
+        >,
+        bool,
+        bool,
+    )
+    where
+        F: Future<Output = Reply>,
+    {
+        let up = self.order[0].clone();
+        match first {
+            First::Fresh => (
+                Either::Left(attempt(0, up, self.query, origin)),
+                true,
+                false,
+            ),
+            // Slow: the loop counts the timeout and asks the next upstream at once.
+            First::InFlight {
+                late,
+                t0,
+                timed_out,
+            } => (
+                Either::Right(late_attempt(up, t0, Some(late))),
+                true,
+                timed_out,
+            ),
+            First::Done { servfail } => {
+                self.servfails = u32::from(servfail.is_some());
+                self.servfail = servfail;
+                self.slow = None;
+                // Never polled: it is not live.
+                (Either::Right(late_attempt(up, origin, None)), false, true)
+            }
+        }
+    }
+
+    /// Starts the next attempt now: the slow one is charged a timeout (slow, not dead: a
+    /// late answer still resets it) and the next upstream in the order is asked.
+    fn start_next(&mut self) -> impl Future<Output = Attempt<E>> + use<'a, E> {
+        if let Some((n, up)) = self.slow.take() {
+            up.failure(ErrorKind::Timeout);
+            self.charged.push(n);
+        }
+        inc(&self.stats.failovers);
+        let now = Instant::now();
+        let up = self.order[self.started as usize % self.order.len()].clone();
+        self.next_at = (now + up.attempt_timeout()).min(self.deadline);
+        self.slow = Some((self.started, up.clone()));
+        let n = self.started;
+        self.started += 1;
+        attempt(n, up, self.query, now)
+    }
+
+    /// Counts a finished attempt and says what the loop does next.
+    fn judged(&mut self, (n, up, t0, result): Attempt<E>) -> Step {
+        if self.slow.as_ref().is_some_and(|(s, _)| *s == n) {
+            self.slow = None;
+        }
+        match judge(&up, t0, result, self.charged.contains(&n), self.apex) {
+            Verdict::Answer(a) => Step::Answer(a),
+            Verdict::ServFail(f) => {
+                self.servfails += 1;
+                self.servfail.get_or_insert(f);
+                if self.servfails >= 2 {
+                    Step::Stop
+                } else {
+                    Step::Next
+                }
+            }
+            Verdict::Failed => Step::Next,
+        }
+    }
+
+    /// No answer: the kept SERVFAIL, if any. An attempt still unanswered at the end times out.
+    fn finish(self) -> Result<Forwarded, ForwardError> {
+        if let Some((_, up)) = self.slow {
+            up.failure(ErrorKind::Timeout);
+        }
+        let attempts = self.started;
+        self.servfail.ok_or(ForwardError::Exhausted { attempts })
+    }
 }
 
 /// The next finished attempt of the later ones (`None` while there are none).
-async fn next<F: Future<Output = Attempt>>(
+async fn next<F: Future<Output = Attempt<E>>, E>(
     later: &mut Option<FuturesUnordered<F>>,
-) -> Option<Attempt> {
+) -> Option<Attempt<E>> {
     match later {
         Some(l) => l.next().await,
         None => None,
@@ -204,9 +314,9 @@ async fn next<F: Future<Output = Attempt>>(
 }
 
 /// Attempt 0 sent elsewhere, whose result arrives through `late` (never, without one).
-async fn late_attempt<F>(up: Arc<Upstream>, t0: Instant, late: Option<F>) -> Attempt
+async fn late_attempt<E, F>(up: E, t0: Instant, late: Option<F>) -> Attempt<E>
 where
-    F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+    F: Future<Output = Reply>,
 {
     let result = match late {
         Some(late) => late.await,
@@ -215,8 +325,8 @@ where
     (0, up, t0, result)
 }
 
-async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], t0: Instant) -> Attempt {
-    let result = up.exchange(query, None, t0).await;
+async fn attempt<E: Exchange>(n: u32, up: E, query: &[u8], t0: Instant) -> Attempt<E> {
+    let result = up.exchange(query, t0).await;
     (n, up, t0, result)
 }
 
@@ -227,17 +337,17 @@ async fn attempt(n: u32, up: Arc<Upstream>, query: &[u8], t0: Instant) -> Attemp
 /// ([`wire::normalize_for_zone`]): one that fails validation is never cached or served and
 /// the next upstream is asked. It is counted in `nodedns_upstream_malformed_total`, not
 /// against health: the exchange itself worked, which is what health measures.
-pub fn judge(
-    up: &Arc<Upstream>,
+pub fn judge<E: Exchange>(
+    up: &E,
     t0: Instant,
-    result: Result<Vec<u8>, ExchangeError>,
+    result: Reply,
     charged: bool,
     apex: &[u8],
 ) -> Verdict {
     let reply = match result {
         Ok(reply) => reply,
         Err(e) => {
-            tracing::debug!(upstream = %up.addr, error = %e, "upstream attempt failed");
+            tracing::debug!(upstream = %up.addr(), error = %e, "upstream attempt failed");
             if !charged {
                 up.failure(match e {
                     ExchangeError::Timeout => ErrorKind::Timeout,
@@ -248,7 +358,7 @@ pub fn judge(
         }
     };
     let rtt = t0.elapsed();
-    up.observe_latency(rtt);
+    up.replied(rtt);
     let Some(rcode) = wire::Header::parse(&reply).map(|h| h.rcode()) else {
         // Shorter than a header: not an answer, but not a sign of unreachability either.
         up.failure(ErrorKind::FormErr);
@@ -257,7 +367,7 @@ pub fn judge(
     // A well-formed reply, whatever its rcode: the upstream is reachable (health is
     // reachability; an rcode speaks of this query only).
     up.reached(rtt);
-    let servfail = match ErrorKind::of_rcode(rcode) {
+    let servfail = match error_of_rcode(rcode) {
         None => false,
         Some(ErrorKind::ServFail) => true,
         Some(kind) => {
@@ -269,17 +379,16 @@ pub fn judge(
     let (analysis, layout) = match wire::normalize_for_zone(&reply, apex, &mut stored) {
         Ok(normalized) => normalized,
         Err(e) => {
-            tracing::debug!(upstream = %up.addr, error = %e, "malformed upstream answer");
-            up.counters.malformed();
+            tracing::debug!(upstream = %up.addr(), error = %e, "malformed upstream answer");
+            up.counters().malformed();
             return Verdict::Failed;
         }
     };
-    up.counters.dropped_records(analysis.dropped);
+    up.counters().dropped_records(analysis.dropped);
     let forwarded = Forwarded {
         stored,
         analysis,
         layout,
-        upstream: up.addr,
     };
     if servfail {
         up.failure(ErrorKind::ServFail);
@@ -288,3 +397,6 @@ pub fn judge(
         Verdict::Answer(forwarded)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,30 +1,38 @@
 //! Forwarding a miss to a zone's upstreams, with failover.
 //!
-//! This module owns the failover loop ([`Forwarder::forward`]): the order of upstreams from
-//! the zone's policy, an adaptive timeout per attempt, at most `attempts` attempts inside an
-//! overall deadline, the next upstream on timeout, network error, REFUSED, FORMERR or NOTIMP,
-//! and once more on SERVFAIL; an answer that fails validation also goes to the next upstream
-//! (see [`judge`]). Upstream health, the UDP exchange and the TCP connections live
-//! in the submodules. It does not own caching or the client side.
+//! This module owns the attempts of one miss: the order of upstreams from the zone's policy
+//! ([`Forwarder::plan`]), an adaptive timeout per attempt, at most `attempts` attempts inside
+//! an overall deadline, the next upstream on timeout, network error, REFUSED, FORMERR or
+//! NOTIMP, and once more on SERVFAIL; an answer that fails validation also goes to the next
+//! upstream (see [`judge`]). One API serves both ways a miss is forwarded: a task runs the
+//! whole loop ([`Forwarder::run`] with [`failover::fresh`]); a miss started inline sends its
+//! first attempt with [`Upstream::send_inline`], judges the reply with
+//! [`Forwarder::judge_first`], and hands anything else to [`Forwarder::run`] with the first
+//! attempt as it stands. Upstream health (`upstream`), the UDP lanes (`udp`) and the TCP
+//! connections (`tcp`) live in the submodules. It does not own caching, coalescing or the
+//! client side ([`crate::resolve`]).
 
 mod anchor;
-mod failover;
-pub mod policy;
-pub mod tcp;
+pub mod failover;
+mod policy;
+mod probe;
+mod tcp;
 pub mod udp;
-pub mod upstream;
+mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use tokio::time::Instant;
+
 use crate::config::{self, Policy, Transport};
-use crate::stats::{Stats, inc};
+use crate::stats::{Stats, UpstreamStatus, inc};
 use crate::wire;
 
-pub use failover::{First, Verdict, judge};
-pub use upstream::{ErrorKind, Upstream};
+pub use failover::{Exchange, First, Verdict, judge};
+pub use upstream::Upstream;
 
 /// Failover and health settings: the `[forward]` section as validated.
 pub use crate::config::Forward as Settings;
@@ -37,6 +45,9 @@ pub enum ExchangeError {
     #[error("network error: {0}")]
     Network(#[from] std::io::Error),
 }
+
+/// What one exchange with one upstream came to: the reply's bytes, or why there were none.
+pub type Reply = Result<Vec<u8>, ExchangeError>;
 
 /// Why a query could not be forwarded at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +152,17 @@ impl UpstreamSet {
         ZoneUpstreams::new(list, zone.policy, &zone.name)
     }
 
-    /// Every distinct upstream, for metrics.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.by_addr.values()
+    /// Every distinct upstream as a scrape sees it, sorted by label.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        let mut list: Vec<UpstreamStatus> = (self.by_addr.values())
+            .map(|u| UpstreamStatus {
+                label: u.label(),
+                counters: u.counters.clone(),
+                up: u.is_up(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.label.cmp(&b.label));
+        list
     }
 
     /// Probes every upstream that has not answered yet (at start and after a reload), so
@@ -169,7 +188,26 @@ pub struct Forwarded {
     pub stored: Vec<u8>,
     pub analysis: wire::Analysis,
     pub layout: wire::Layout,
-    pub upstream: SocketAddr,
+}
+
+/// One miss's upstreams, in the order it asks them, and when it began (its deadline counts
+/// from there).
+pub struct Plan {
+    order: Vec<Arc<Upstream>>,
+    origin: Instant,
+}
+
+impl Plan {
+    /// The upstream the first attempt goes to; `None` for a zone without upstreams, which
+    /// config validation does not let through.
+    pub fn first(&self) -> Option<&Arc<Upstream>> {
+        self.order.first()
+    }
+
+    /// When the miss began.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
 }
 
 impl Forwarder {
@@ -177,43 +215,34 @@ impl Forwarder {
         Forwarder { settings, stats }
     }
 
-    /// Sends `query` (as built by [`wire::build_upstream_query`]) to the zone's upstreams
-    /// until one answers usefully, the attempts are used up or the deadline passes. See
-    /// [`failover`] for the rules.
-    pub async fn forward(
-        &self,
-        zone: &ZoneUpstreams,
-        query: &[u8],
-    ) -> Result<Forwarded, ForwardError> {
-        let order = self.order(zone);
-        failover::run(&order, query, &zone.apex, &self.settings, &self.stats).await
-    }
-
-    /// The upstreams a new miss asks, in the zone policy's order (counted as a flight).
-    pub fn order(&self, zone: &ZoneUpstreams) -> Vec<Arc<Upstream>> {
+    /// Plans a new miss that begins at `origin`: the zone's upstreams in its policy's order.
+    /// Also counts the miss in `nodedns_all_upstreams_down_total` when the first upstream is
+    /// down (every one is, then), and keeps this runtime's timer anchor running ([`anchor`]).
+    pub fn plan(&self, zone: &ZoneUpstreams, origin: Instant) -> Plan {
         anchor::note_flight();
         let order = policy::order(zone.policy, &zone.upstreams, &zone.next);
         if order.first().is_some_and(|u| !u.is_up()) {
             inc(&self.stats.all_upstreams_down);
         }
-        order
+        Plan { order, origin }
     }
 
-    /// Goes on with a miss that began at `origin` with its first attempt to `order[0]` sent
-    /// elsewhere ([`UdpPool::send_inline`](udp::UdpPool::send_inline)), as `first` says.
-    /// `apex`: the zone's, as in [`ZoneUpstreams::apex`].
-    pub async fn resume<F>(
+    /// Sends `query` (as built by [`wire::build_upstream_query`]) to the plan's upstreams
+    /// until one answers usefully, the attempts are used up or the deadline passes; the
+    /// first attempt stands as `first` says. `apex`: the zone's, as in
+    /// [`ZoneUpstreams::apex`]. See [`failover`] for the rules.
+    pub async fn run<F>(
         &self,
-        order: &[Arc<Upstream>],
+        plan: &Plan,
         query: &[u8],
         apex: &[u8],
-        origin: tokio::time::Instant,
         first: First<F>,
     ) -> Result<Forwarded, ForwardError>
     where
-        F: Future<Output = Result<Vec<u8>, ExchangeError>>,
+        F: Future<Output = Reply>,
     {
-        failover::run_from(
+        let (order, origin) = (&plan.order[..], plan.origin);
+        failover::run(
             order,
             query,
             apex,
@@ -223,5 +252,14 @@ impl Forwarder {
             first,
         )
         .await
+    }
+
+    /// Judges the result of the first attempt, sent to [`Plan::first`] at the plan's
+    /// origin, as the failover loop would.
+    pub fn judge_first(&self, plan: &Plan, result: Reply, apex: &[u8]) -> Verdict {
+        match plan.first() {
+            Some(up) => judge(up, plan.origin, result, false, apex),
+            None => Verdict::Failed,
+        }
     }
 }

@@ -85,6 +85,8 @@ impl TcpPool {
         // Queries are small and latency-bound: never wait to coalesce segments.
         stream.set_nodelay(true)?;
         let (tx, rx) = mpsc::channel(64);
+        // Not tracked: the connection closes itself once idle, and the misses the drain
+        // waits for are what it serves.
         tokio::spawn(run_connection(stream, rx, self.idle, self.stats.clone()));
         *self.conn.lock() = Some(tx.clone());
         Ok(tx)
@@ -108,6 +110,7 @@ async fn run_connection(
     let (rd, mut wr) = stream.into_split();
     let (frames_tx, mut frames) = mpsc::channel(64);
     // Reading runs in its own task because a frame read is not cancel-safe inside select!.
+    // Not tracked: aborted when this connection ends.
     let reader = tokio::spawn(read_frames(rd, frames_tx));
     let mut pending: HashMap<u16, (Vec<u8>, oneshot::Sender<Vec<u8>>)> = HashMap::new();
     loop {

@@ -7,13 +7,13 @@
 //! zones, or has a DNS firewall, is still there. Any well-formed reply, to a client query or to
 //! a probe, brings a down upstream back up at once.
 //!
-//! One probe task at a time per upstream asks the zone's probe question (the apex `SOA`, `. NS`
+//! One probe task at a time per upstream (`probe`) asks the zone's probe question (the apex `SOA`, `. NS`
 //! for the root, or the zone's `probe`): at start until the upstream has answered once (what
 //! readiness waits for), and while it is down, on an interval backing off from
 //! `probe_interval` to `probe_max_interval`.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,104 +21,28 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Probe, Transport};
-use crate::stats::{LatencyHistogram, Stats};
+use crate::stats::{ErrorKind, Stats, UpstreamCounters};
 use crate::wire;
 
+use super::failover::Exchange;
+use super::probe;
 use super::udp::{InlineWaiter, UdpPool};
-use super::{ExchangeError, Settings, tcp::TcpPool};
+use super::{ExchangeError, Reply, Settings, tcp::TcpPool};
 
-/// Why an attempt at an upstream failed, for `nodedns_upstream_errors_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// No reply in time: counts toward marking the upstream down.
-    Timeout,
-    /// A transport error (ICMP unreachable, TCP refused or reset): counts toward down.
-    Network,
-    /// The upstream answered REFUSED to this query.
-    Refused,
-    /// The upstream answered FORMERR, or a reply too short to have a header.
-    FormErr,
-    /// The upstream answered NOTIMP.
-    NotImp,
-    /// The upstream answered SERVFAIL.
-    ServFail,
+/// Whether `kind` says the upstream cannot be reached (and so counts toward down), as
+/// opposed to an answer it gave.
+pub fn is_unreachable(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Timeout | ErrorKind::Network)
 }
 
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Timeout,
-        ErrorKind::Network,
-        ErrorKind::Refused,
-        ErrorKind::FormErr,
-        ErrorKind::NotImp,
-        ErrorKind::ServFail,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Network => "network",
-            ErrorKind::Refused => "refused",
-            ErrorKind::FormErr => "formerr",
-            ErrorKind::NotImp => "notimp",
-            ErrorKind::ServFail => "servfail",
-        }
-    }
-
-    /// Whether this says the upstream cannot be reached (and so counts toward down), as
-    /// opposed to an answer it gave.
-    pub fn is_unreachable(self) -> bool {
-        matches!(self, ErrorKind::Timeout | ErrorKind::Network)
-    }
-
-    /// The kind an error rcode is counted as; `None` for an rcode that is an answer.
-    pub fn of_rcode(rcode: u16) -> Option<ErrorKind> {
-        match rcode {
-            wire::rcode::REFUSED => Some(ErrorKind::Refused),
-            wire::rcode::FORMERR => Some(ErrorKind::FormErr),
-            wire::rcode::NOTIMP => Some(ErrorKind::NotImp),
-            wire::rcode::SERVFAIL => Some(ErrorKind::ServFail),
-            _ => None,
-        }
-    }
-}
-
-/// Counters of one upstream.
-#[derive(Debug, Default)]
-pub struct UpstreamCounters {
-    pub requests_udp: AtomicU64,
-    pub requests_tcp: AtomicU64,
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    /// `nodedns_upstream_duration_seconds{upstream}`: exchanges that got a reply.
-    pub latency: LatencyHistogram,
-    /// `nodedns_upstream_malformed_total{upstream}`: answers that failed validation.
-    malformed: AtomicU64,
-    /// `nodedns_upstream_dropped_records_total{upstream}`: records dropped from answers as
-    /// off the question's chain or outside the zone.
-    dropped_records: AtomicU64,
-}
-
-impl UpstreamCounters {
-    pub fn malformed(&self) {
-        self.malformed.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn malformed_total(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-    pub fn dropped_records(&self, n: u16) {
-        if n > 0 {
-            self.dropped_records
-                .fetch_add(u64::from(n), Ordering::Relaxed);
-        }
-    }
-    pub fn dropped_records_total(&self) -> u64 {
-        self.dropped_records.load(Ordering::Relaxed)
-    }
-    pub fn error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn errors(&self, kind: ErrorKind) -> u64 {
-        self.errors[kind as usize].load(Ordering::Relaxed)
+/// The kind an error rcode is counted as; `None` for an rcode that is an answer.
+pub fn error_of_rcode(rcode: u16) -> Option<ErrorKind> {
+    match rcode {
+        wire::rcode::REFUSED => Some(ErrorKind::Refused),
+        wire::rcode::FORMERR => Some(ErrorKind::FormErr),
+        wire::rcode::NOTIMP => Some(ErrorKind::NotImp),
+        wire::rcode::SERVFAIL => Some(ErrorKind::ServFail),
+        _ => None,
     }
 }
 
@@ -144,12 +68,12 @@ pub struct Upstream {
     pub(super) tcp: TcpPool,
     udp: UdpPool,
     /// Swapped by a config reload; health and connections stay.
-    settings: ArcSwap<Settings>,
+    pub(super) settings: ArcSwap<Settings>,
     /// The probe question in upstream form; set by the first zone that names this upstream.
-    probe: ArcSwap<Vec<u8>>,
+    pub(super) probe: ArcSwap<Vec<u8>>,
     /// Restarts a running probe's schedule: marked down while the start-up probe was backing
     /// off, it should be asked again after `probe_interval`, not after its long back-off.
-    probe_restart: Arc<tokio::sync::Notify>,
+    pub(super) probe_restart: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -168,7 +92,7 @@ impl Upstream {
             tcp: TcpPool::new(addr, settings.tcp_idle_timeout, stats.clone()),
             udp: UdpPool::new(addr, stats),
             settings: ArcSwap::new(settings),
-            probe: ArcSwap::from_pointee(probe_query(&Probe::apex("."))),
+            probe: ArcSwap::from_pointee(probe::query(&Probe::apex("."))),
             probe_restart: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -180,7 +104,7 @@ impl Upstream {
 
     /// Sets the question probes ask.
     pub fn set_probe(&self, probe: &Probe) {
-        self.probe.store(Arc::new(probe_query(probe)));
+        self.probe.store(Arc::new(probe::query(probe)));
     }
 
     pub fn is_up(&self) -> bool {
@@ -240,7 +164,7 @@ impl Upstream {
     /// `down_after`-th in a row marks the upstream down and starts its probe.
     pub fn failure(self: &Arc<Self>, kind: ErrorKind) {
         self.counters.error(kind);
-        if !kind.is_unreachable() {
+        if !is_unreachable(kind) {
             return;
         }
         let mut h = self.health.lock();
@@ -255,7 +179,10 @@ impl Upstream {
         tracing::warn!(upstream = %self.addr, "upstream marked down after {down_after} timeouts or network errors in a row");
         if spawn {
             let interval = self.settings.load().probe_interval;
-            tokio::spawn(probe(Arc::downgrade(self), interval));
+            // Not tracked (nor the start-up probe below): a probe is no client's work, so the
+            // drain does not wait for it; it ends once answered, or when the upstream is
+            // dropped, or with its runtime.
+            tokio::spawn(probe::run(Arc::downgrade(self), interval));
         } else {
             self.probe_restart.notify_one();
         }
@@ -270,12 +197,12 @@ impl Upstream {
         }
         h.probing = true;
         drop(h);
-        tokio::spawn(probe(Arc::downgrade(self), Duration::ZERO));
+        tokio::spawn(probe::run(Arc::downgrade(self), Duration::ZERO));
     }
 
     /// Ends a probe task if its work is done: the upstream has answered and is up. Checked
     /// under the health lock, so a `failure` that marks it down after this starts a new one.
-    fn probe_done(&self) -> bool {
+    pub(super) fn probe_done(&self) -> bool {
         let mut h = self.health.lock();
         let done = h.answered && !h.down;
         if done {
@@ -332,79 +259,40 @@ impl Upstream {
     }
 }
 
+/// The real exchange behind the failover loop.
+impl Exchange for Arc<Upstream> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn attempt_timeout(&self) -> Duration {
+        Upstream::attempt_timeout(self)
+    }
+    fn exchange<'a>(
+        &'a self,
+        query: &'a [u8],
+        t0: Instant,
+    ) -> impl Future<Output = Reply> + Send + 'a {
+        Upstream::exchange(self, query, None, t0)
+    }
+    fn failure(&self, kind: ErrorKind) {
+        Upstream::failure(self, kind);
+    }
+    fn replied(&self, rtt: Duration) {
+        self.observe_latency(rtt);
+    }
+    fn reached(&self, rtt: Duration) {
+        Upstream::reached(self, rtt);
+    }
+    fn counters(&self) -> &UpstreamCounters {
+        &self.counters
+    }
+}
+
 fn label(addr: SocketAddr, transport: Transport) -> String {
     match transport {
         Transport::Tcp => format!("tcp://{addr}"),
         Transport::Udp => addr.to_string(),
     }
-}
-
-/// Asks `upstream` its probe question after `first`, then on an interval backing off from
-/// `probe_interval` to `probe_max_interval`, until it has answered and is up. Any well-formed
-/// reply counts (marking it up); a probe that gets none is not counted as a failure, so an
-/// idle node's probes never take an upstream down by themselves. Ends early if the upstream
-/// was dropped (a reload removed it).
-async fn probe(upstream: Weak<Upstream>, first: Duration) {
-    let mut delay = first;
-    let mut interval: Option<Duration> = None;
-    loop {
-        let restarted = match upstream.upgrade() {
-            Some(up) => {
-                // Not holding the upstream while asleep: a reload that removes it ends this.
-                let restart = up.probe_restart.clone();
-                drop(up);
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => false,
-                    () = restart.notified() => true,
-                }
-            }
-            None => return,
-        };
-        if restarted {
-            // Marked down meanwhile: start the back-off again from `probe_interval`.
-            interval = None;
-            delay = match upstream.upgrade() {
-                Some(up) => up.settings.load().probe_interval,
-                None => return,
-            };
-            continue;
-        }
-        let Some(up) = upstream.upgrade() else { return };
-        if up.probe_done() {
-            return;
-        }
-        let settings = up.settings.load_full();
-        let query = up.probe.load_full();
-        let started = Instant::now();
-        let deadline = started + settings.max_attempt_timeout;
-        match up.exchange(&query, Some(deadline), started).await {
-            Ok(reply) if wire::Header::parse(&reply).is_some() => {
-                up.reached(started.elapsed());
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(upstream = %up.addr, error = %e, "probe got no reply"),
-        }
-        let next = match interval {
-            None => settings.probe_interval,
-            Some(i) => (i * 2).min(settings.probe_max_interval),
-        };
-        interval = Some(next);
-        delay = next;
-    }
-}
-
-/// The probe question with RD set, in the form every upstream query has (our OPT).
-fn probe_query(probe: &Probe) -> Vec<u8> {
-    let mut packet = vec![0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    packet.extend(crate::zones::to_wire(&probe.name).unwrap_or_else(|| vec![0]));
-    packet.extend(u16::from(probe.qtype).to_be_bytes());
-    packet.extend(1u16.to_be_bytes());
-    let mut out = Vec::new();
-    if let Ok(q) = wire::parse_query(&packet) {
-        wire::build_upstream_query(&q, 0, &mut out);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -459,13 +347,31 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_asks_the_zone_question_with_rd() {
-        let probe = crate::config::parse_probe("kubernetes.default.svc.cluster.local. A").unwrap();
-        let q = probe_query(&probe);
-        let parsed = wire::parse_query(&q).unwrap();
-        assert_eq!(parsed.qtype, 1);
-        assert!(wire::Header::parse(&q).unwrap().rd());
-        let apex = probe_query(&Probe::apex("."));
-        assert_eq!(wire::parse_query(&apex).unwrap().qtype, 2);
+    fn the_attempt_timeout_is_four_times_the_smoothed_rtt_within_its_bounds() {
+        let up = upstream();
+        assert_eq!(
+            up.attempt_timeout(),
+            Duration::from_millis(500),
+            "before any RTT"
+        );
+        up.reached(Duration::from_millis(40));
+        assert_eq!(up.attempt_timeout(), Duration::from_millis(160));
+        // SRTT gains an eighth of each sample: (7 * 40 + 200) / 8 = 60 ms.
+        up.reached(Duration::from_millis(200));
+        assert_eq!(up.attempt_timeout(), Duration::from_millis(240));
+        let fast = upstream();
+        fast.reached(Duration::from_millis(1));
+        assert_eq!(
+            fast.attempt_timeout(),
+            Duration::from_millis(50),
+            "at least the minimum"
+        );
+        let slow = upstream();
+        slow.reached(Duration::from_secs(2));
+        assert_eq!(
+            slow.attempt_timeout(),
+            Duration::from_secs(1),
+            "at most the maximum"
+        );
     }
 }

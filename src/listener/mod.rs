@@ -3,14 +3,13 @@
 //! This module owns how packets get in and out: `SO_REUSEPORT` so several workers (and,
 //! during a rollout, two processes) share one DNS address, `IP_FREEBIND` so an address that
 //! is not configured yet can be bound, and replies sent from the socket the query came in on,
-//! so they always leave from the address the client asked. What to answer is
-//! [`crate::handler`]'s job. It also binds the admin endpoint's TCP listener, which is never
+//! so they always leave from the address the client asked; and one listen address's sockets
+//! bound together on one port ([`bind_address`]). What to answer, and everything a miss
+//! becomes, is [`crate::resolve`]'s job: a listener hands it each packet and, for a miss, its
+//! way back to the client. It also binds the admin endpoint's TCP listener, which is never
 //! shared ([`bind_tcp_exclusive`]).
 
-// The crate's only unsafe code: the batched syscalls and geteuid, each block with its
-// SAFETY note.
-#[allow(unsafe_code)]
-pub mod sys;
+mod bind;
 pub mod tcp;
 pub mod udp;
 
@@ -18,6 +17,10 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys;
+
+pub use bind::{BindError, Bound, bind_address};
 
 /// Kernel receive buffer asked for on UDP listeners: a burst of CI pods starting at once
 /// must queue, not drop, while a worker is busy.

@@ -22,13 +22,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Fast, Handler, Proto};
-use crate::stats::DropReason;
+use crate::resolve::{Fast, Proto, ReplyTo, Resolver};
+use crate::stats::{DropReason, Stats};
 use crate::wire;
 
 /// Largest client frame accepted. A query is one question plus at most an OPT with a few
@@ -44,10 +44,10 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// Connections accepted at most after shutdown (the listen backlog).
 const SHUTDOWN_ACCEPT_MAX: usize = 1024;
 
-/// Limits for client TCP.
+/// Limits for one client TCP connection. The cap on connections is the semaphore
+/// [`serve`] is given, shared by every listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub max_connections: usize,
     pub idle_timeout: Duration,
     pub max_pipelined: usize,
 }
@@ -55,7 +55,7 @@ pub struct Limits {
 /// Accepts connections on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
-    handler: Arc<Handler>,
+    resolver: Arc<Resolver>,
     limits: Limits,
     connections: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -63,20 +63,15 @@ pub async fn serve(
 ) {
     let spawn = |stream: TcpStream| {
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            handler.stats().dropped_one(DropReason::TcpConnections);
+            resolver.stats().dropped_one(DropReason::TcpConnections);
             return; // dropping the stream closes it
         };
-        let (handler, shutdown, tasks2) = (handler.clone(), shutdown.clone(), tasks.clone());
+        let (resolver, shutdown) = (resolver.clone(), shutdown.clone());
         tasks.spawn(async move {
-            handler
-                .stats()
-                .tcp_connections
-                .fetch_add(1, Ordering::Relaxed);
-            connection(stream, &handler, limits, shutdown, tasks2).await;
-            handler
-                .stats()
-                .tcp_connections
-                .fetch_sub(1, Ordering::Relaxed);
+            let stats = resolver.stats();
+            stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+            connection(stream, &resolver, limits, shutdown).await;
+            stats.tcp_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     };
@@ -105,10 +100,9 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
-    handler: &Arc<Handler>,
+    resolver: &Arc<Resolver>,
     limits: Limits,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
 ) {
     let _ = stream.set_nodelay(true);
     // For the query log only; a connection whose peer is already gone logs the unspecified
@@ -118,6 +112,7 @@ async fn connection(
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_pipelined.max(1));
+    // Not tracked: it ends with this connection, which awaits it.
     let writer = tokio::spawn(write_frames(wr, rx));
     let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
     let mut rd = BufReader::new(rd);
@@ -139,40 +134,62 @@ async fn connection(
             Ok(Ok(frame)) => frame,
             Ok(Err(FrameError::Closed)) => break,
             Ok(Err(FrameError::Bad)) => {
-                handler.stats().dropped_one(DropReason::TcpFrame);
+                resolver.stats().dropped_one(DropReason::TcpFrame);
                 break;
             }
             // Idle. Answers still owed are sent before the close: the writer runs until the
             // last task holding a sender is done.
             Err(_) => break,
         };
-        match handler.fast(&frame, Proto::Tcp, peer, Instant::now(), &mut out) {
-            Fast::Reply => {
-                if tx.send(out.clone()).await.is_err() {
-                    break;
-                }
-            }
-            Fast::Drop => {}
-            Fast::Slow(miss) => {
-                let miss = miss.detach();
-                // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
-                let Ok(permit) = pipelined.clone().acquire_owned().await else {
-                    break;
-                };
-                let (handler, tx) = (handler.clone(), tx.clone());
-                // Boxed for the reason the UDP listener boxes its misses.
-                tasks.spawn(Box::pin(async move {
-                    if let Some(reply) = handler.slow(&frame, Proto::Tcp, peer, miss).await {
-                        let _ = tx.send(reply).await;
-                    }
-                    drop(permit);
-                }));
-            }
+        if !answer(resolver, &frame, peer, &tx, &pipelined, &mut out).await {
+            break;
         }
     }
     // The writer ends once every pending answer has been sent and every sender is gone.
     drop(tx);
     let _ = writer.await;
+}
+
+/// Answers one query frame: a reply ready at once is queued on `tx`, a miss goes to the
+/// resolver once a pipelining slot is free. False: the connection is closing.
+async fn answer(
+    resolver: &Arc<Resolver>,
+    frame: &[u8],
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Vec<u8>>,
+    pipelined: &Arc<Semaphore>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let ready = match resolver.fast(frame, Proto::Tcp, peer, Instant::now(), out) {
+        Fast::Reply => true,
+        Fast::Drop => false,
+        Fast::Slow(miss) => {
+            // Waiting for a permit stops reading: back-pressure instead of unbounded tasks.
+            let Ok(permit) = pipelined.clone().acquire_owned().await else {
+                return false;
+            };
+            let reply_to = TcpReply {
+                tx: tx.clone(),
+                _permit: permit,
+            };
+            resolver.resolve(miss, reply_to, out)
+        }
+    };
+    !ready || tx.send(out.clone()).await.is_ok()
+}
+
+/// The way back for a miss: the connection's writer, and the pipelining slot the miss holds
+/// until its answer is queued.
+struct TcpReply {
+    tx: mpsc::Sender<Vec<u8>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ReplyTo for TcpReply {
+    async fn send(self, reply: Vec<u8>, _stats: &Arc<Stats>) {
+        // A closed writer: the client is gone, nothing to count.
+        let _ = self.tx.send(reply).await;
+    }
 }
 
 enum FrameError {

@@ -3,8 +3,9 @@
 //! Each wake-up drains the socket in batches: one `recvmmsg` reads up to
 //! [`sys::BATCH`] queries, cache hits and malformed queries are answered inline into
 //! preallocated reply buffers, and all of a batch's replies leave in one `sendmmsg`. Nothing
-//! is allocated and nothing is awaited for a hit. Misses are handed to a task (on the same
-//! runtime) that replies from the same socket when the upstream answer arrives.
+//! is allocated and nothing is awaited for a hit. Misses go to [`Resolver::resolve`], with
+//! the way back ([`UdpReply`]): the reply leaves from the same socket when the upstream
+//! answer arrives. This module knows nothing of what a miss becomes.
 //!
 //! On shutdown the socket is connected to its own address before it is given up: the kernel's
 //! `SO_REUSEPORT` selection skips connected sockets, so from then on every new query goes to
@@ -24,9 +25,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::sys::{RecvBatch, SendBatch, UdpFd};
-use crate::handler::{Fast, Handler, Proto, ReplyTo};
+use crate::resolve::{Fast, Proto, ReplyTo, Resolver};
 use crate::stats::{DropReason, Stats};
+use crate::sys::{RecvBatch, SendBatch, UdpFd};
 
 /// Batches served back to back before the loop yields, so misses' tasks on the same
 /// runtime still run under a flood.
@@ -40,14 +41,8 @@ const RETIRE_MAX: usize = 1 << 16;
 /// one non-blocking try: the reactor may not have seen the readiness of the last datagrams.
 const RETIRE_POLL: Duration = Duration::from_millis(50);
 
-/// Serves `sock` until `shutdown` fires. Tasks for misses are tracked by `tasks` so the
-/// caller can drain them.
-pub async fn serve(
-    sock: Arc<UdpFd>,
-    handler: Arc<Handler>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
+/// Serves `sock` until `shutdown` fires, then retires it (see the module doc).
+pub async fn serve(sock: Arc<UdpFd>, resolver: Arc<Resolver>, shutdown: CancellationToken) {
     let mut rx = RecvBatch::new();
     let mut tx = SendBatch::new();
     loop {
@@ -60,8 +55,7 @@ pub async fn serve(
             tracing::warn!(error = %e, "udp socket failed");
             return;
         }
-        let (_, emptied) =
-            drain(&sock, &handler, &tasks, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
+        let (_, emptied) = drain(&sock, &resolver, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
         // Emptied: waiting for readiness lets the misses' tasks run. Not emptied: yield, or a
         // flood would starve them. Yielding always would cost a zero-timeout `epoll_wait`
         // per wake-up, as tokio polls its driver before resuming a yielded task.
@@ -69,15 +63,14 @@ pub async fn serve(
             tokio::task::yield_now().await;
         }
     }
-    retire(&sock, &handler, &tasks, &mut rx, &mut tx).await;
+    retire(&sock, &resolver, &mut rx, &mut tx).await;
 }
 
 /// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read
 /// and whether the socket's queue was found empty (or failed) before the limit.
 async fn drain(
     sock: &Arc<UdpFd>,
-    handler: &Arc<Handler>,
-    tasks: &TaskTracker,
+    resolver: &Arc<Resolver>,
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
     max_batches: usize,
@@ -97,9 +90,9 @@ async fn drain(
         // One clock reading for the batch: it arrived at once, and TTLs age in seconds.
         let now = Instant::now();
         for (pkt, src) in rx.packets() {
-            handle(sock, pkt, src, now, handler, tasks, tx);
+            handle(sock, pkt, src, now, resolver, tx);
         }
-        flush(sock, tx, handler).await;
+        flush(sock, tx, resolver.stats()).await;
         if !more {
             return (read, true);
         }
@@ -111,8 +104,7 @@ async fn drain(
 /// the kernel had already queued on it.
 async fn retire(
     sock: &Arc<UdpFd>,
-    handler: &Arc<Handler>,
-    tasks: &TaskTracker,
+    resolver: &Arc<Resolver>,
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
 ) {
@@ -131,7 +123,7 @@ async fn retire(
             return;
         }
         match tokio::time::timeout(RETIRE_POLL, sock.readable()).await {
-            Ok(Ok(())) => answered += drain(sock, handler, tasks, rx, tx, 1).await.0,
+            Ok(Ok(())) => answered += drain(sock, resolver, rx, tx, 1).await.0,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "udp socket failed while retiring");
                 return;
@@ -141,14 +133,13 @@ async fn retire(
     }
 }
 
-/// One query of a batch: a reply is queued in `tx`, a miss goes to a task.
+/// One query of a batch: a reply is queued in `tx`, a miss goes to the resolver.
 fn handle(
     sock: &Arc<UdpFd>,
     pkt: &[u8],
     src: Option<SocketAddr>,
     now: Instant,
-    handler: &Arc<Handler>,
-    tasks: &TaskTracker,
+    resolver: &Arc<Resolver>,
     tx: &mut SendBatch,
 ) {
     // A reply to port 0 cannot be delivered, and answering it would only reflect.
@@ -156,41 +147,41 @@ fn handle(
         return;
     };
     let Some(out) = tx.next_buf() else {
-        handler.stats().dropped_one(DropReason::Send);
+        resolver.stats().dropped_one(DropReason::Send);
         return;
     };
-    match handler.fast(pkt, Proto::Udp, src, now, out) {
+    match resolver.fast(pkt, Proto::Udp, src, now, out) {
         Fast::Reply => tx.commit(src),
         Fast::Drop => {}
         Fast::Slow(miss) => {
-            let reply_to = Replies(sock.clone());
-            let Err((miss, _)) = handler.try_inline(pkt, src, miss, reply_to, tasks, now) else {
-                return;
+            let reply_to = UdpReply {
+                sock: sock.clone(),
+                dst: src,
             };
-            let (miss, sock, handler, pkt) =
-                (miss.detach(), sock.clone(), handler.clone(), pkt.to_vec());
-            // Boxed: the miss's future is over a kilobyte, and tokio moves a task's whole
-            // future-or-output slot each time it changes state (three times per miss); a box
-            // is one allocation and those moves are of a pointer.
-            tasks.spawn(Box::pin(async move {
-                if let Some(reply) = handler.slow(&pkt, Proto::Udp, src, miss).await {
-                    send(&sock, &reply, src, handler.stats()).await;
-                }
-            }));
+            if resolver.resolve(miss, reply_to, out) {
+                tx.commit(src);
+            }
         }
     }
 }
 
-/// Replies to misses finished inline, sent from the socket their query came in on.
-struct Replies(Arc<UdpFd>);
+/// The way back for a miss: the socket its query came in on, and the client's address.
+struct UdpReply {
+    sock: Arc<UdpFd>,
+    dst: SocketAddr,
+}
 
-impl ReplyTo for Replies {
-    fn send(&self, reply: &[u8], dst: SocketAddr, stats: &Arc<Stats>) {
-        if try_send(&self.0, reply, dst, stats) {
+impl ReplyTo for UdpReply {
+    async fn send(self, reply: Vec<u8>, stats: &Arc<Stats>) {
+        send(&self.sock, &reply, self.dst, stats).await;
+    }
+
+    fn send_now(self, reply: &[u8], stats: &Arc<Stats>, tasks: &TaskTracker) {
+        if try_send(&self.sock, reply, self.dst, stats) {
             // A full socket buffer: the retry waits in a task rather than here, in the
             // upstream socket's reader.
-            let (sock, reply, stats) = (self.0.clone(), reply.to_vec(), stats.clone());
-            tokio::spawn(async move { resend(&sock, &reply, dst, &stats).await });
+            let (reply, stats) = (reply.to_vec(), stats.clone());
+            tasks.spawn(async move { resend(&self.sock, &reply, self.dst, &stats).await });
         }
     }
 }
@@ -202,7 +193,7 @@ const SEND_PAUSE: Duration = Duration::from_millis(1);
 /// Sends a batch's replies in as few `sendmmsg` calls as the kernel allows. On a full socket
 /// buffer it pauses once, then drops (and counts) what is left: a client retries, and a loop
 /// stuck on one slow batch would stop reading everyone else's queries.
-async fn flush(sock: &UdpFd, tx: &mut SendBatch, handler: &Handler) {
+async fn flush(sock: &UdpFd, tx: &mut SendBatch, stats: &Stats) {
     let mut waited = false;
     while tx.pending() > 0 {
         match tx.send(sock.socket().as_fd()) {
@@ -213,13 +204,13 @@ async fn flush(sock: &UdpFd, tx: &mut SendBatch, handler: &Handler) {
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(_) => {
-                handler.stats().dropped_one(DropReason::Send);
+                stats.dropped_one(DropReason::Send);
                 tx.skip_one();
             }
         }
     }
     for _ in 0..tx.pending() {
-        handler.stats().dropped_one(DropReason::Send);
+        stats.dropped_one(DropReason::Send);
     }
     tx.clear();
 }

@@ -12,6 +12,7 @@
 //! The recorder is not installed globally: each [`Metrics`] has its own, so several servers
 //! (tests) can run in one process.
 
+mod defs;
 mod histogram;
 
 use std::sync::Arc;
@@ -21,200 +22,10 @@ use parking_lot::Mutex;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::forward::ErrorKind;
-use crate::forward::upstream::UpstreamCounters;
-use crate::handler::Handler;
-use crate::stats::{DropReason, Hot, RCODE_SLOTS, Stats};
+use crate::cache::Cache;
+use crate::stats::{DropReason, ErrorKind, Hot, RCODE_SLOTS, Stats, UpstreamStatus};
 
-/// Named rcodes (RFC 1035 §4.1.1); every other rcode is counted as `other`.
-pub const RCODES: [(u16, &str); 6] = [
-    (0, "NOERROR"),
-    (1, "FORMERR"),
-    (2, "SERVFAIL"),
-    (3, "NXDOMAIN"),
-    (4, "NOTIMP"),
-    (5, "REFUSED"),
-];
-
-/// `zone` label of requests answered before routing: cache hits and malformed queries.
-pub const ZONE_UNROUTED: &str = "-";
-
-/// Prometheus metric type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One exported metric.
-#[derive(Debug, Clone, Copy)]
-pub struct Def {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub labels: &'static [&'static str],
-    pub help: &'static str,
-}
-
-const fn def(
-    name: &'static str,
-    kind: Kind,
-    labels: &'static [&'static str],
-    help: &'static str,
-) -> Def {
-    Def {
-        name,
-        kind,
-        labels,
-        help,
-    }
-}
-
-use Kind::{Counter as C, Gauge as G, Histogram as H};
-
-/// Every metric `/metrics` exports.
-pub const DEFS: &[Def] = &[
-    def(
-        "nodedns_requests_total",
-        C,
-        &["proto", "zone"],
-        "Client queries received, by transport and by the zone they were routed to (\"-\": answered before routing, i.e. cache hits and malformed queries).",
-    ),
-    def(
-        "nodedns_responses_total",
-        C,
-        &["rcode"],
-        "Replies sent to clients, by rcode.",
-    ),
-    def(
-        "nodedns_cache_hits_total",
-        C,
-        &["type"],
-        "Queries answered from the cache: success (positive answer), denial (NXDOMAIN/NODATA/cached SERVFAIL), stale (expired entry served, RFC 8767).",
-    ),
-    def(
-        "nodedns_cache_misses_total",
-        C,
-        &[],
-        "Queries that found no cache entry, fresh or stale.",
-    ),
-    def("nodedns_cache_entries", G, &[], "Entries in the cache."),
-    def(
-        "nodedns_cache_bytes",
-        G,
-        &[],
-        "Bytes the cache accounts for its entries.",
-    ),
-    def(
-        "nodedns_cache_evictions_total",
-        C,
-        &[],
-        "Entries evicted to stay within the cache bounds.",
-    ),
-    def(
-        "nodedns_cache_prefetch_total",
-        C,
-        &[],
-        "Refreshes of popular entries started before they expired.",
-    ),
-    def(
-        "nodedns_coalesced_total",
-        C,
-        &[],
-        "Misses that joined an identical query already in flight upstream.",
-    ),
-    def(
-        "nodedns_overload_total",
-        C,
-        &[],
-        "Misses answered SERVFAIL because too many queries were in flight.",
-    ),
-    def(
-        "nodedns_upstream_requests_total",
-        C,
-        &["upstream", "proto"],
-        "Queries sent to an upstream, by transport (a truncated UDP reply retried over TCP counts once for each).",
-    ),
-    def(
-        "nodedns_upstream_errors_total",
-        C,
-        &["upstream", "kind"],
-        "Failed attempts at an upstream: timeout, network, refused (REFUSED/FORMERR/NOTIMP), servfail.",
-    ),
-    def(
-        "nodedns_upstream_malformed_total",
-        C,
-        &["upstream"],
-        "Upstream answers that failed validation (names, RDATA shapes, section counts) and were neither cached nor served; the next upstream was asked.",
-    ),
-    def(
-        "nodedns_upstream_dropped_records_total",
-        C,
-        &["upstream"],
-        "Records dropped from upstream answers: answer records off the question's CNAME/DNAME chain, authority and additional records owned outside the zone.",
-    ),
-    def(
-        "nodedns_upstream_duration_seconds",
-        H,
-        &["upstream"],
-        "Time from sending a query to an upstream until its reply arrived (misses only).",
-    ),
-    def(
-        "nodedns_upstream_up",
-        G,
-        &["upstream"],
-        "1 while the upstream is considered healthy, 0 while it is marked down.",
-    ),
-    def(
-        "nodedns_upstream_failovers_total",
-        C,
-        &[],
-        "Attempts started at another upstream after a timeout, an error or a SERVFAIL.",
-    ),
-    def(
-        "nodedns_all_upstreams_down_total",
-        C,
-        &[],
-        "Misses forwarded while every upstream of their zone was marked down.",
-    ),
-    def(
-        "nodedns_spoof_mismatch_total",
-        C,
-        &[],
-        "Upstream replies ignored because their ID or question did not match the query.",
-    ),
-    def("nodedns_inflight", G, &[], "Upstream queries in flight."),
-    def(
-        "nodedns_dropped_total",
-        C,
-        &["reason"],
-        "Packets that got no reply at all, by reason.",
-    ),
-    def(
-        "nodedns_tcp_connections",
-        G,
-        &[],
-        "Open client TCP connections.",
-    ),
-    def(
-        "nodedns_config_reloads_total",
-        C,
-        &["result"],
-        "Configuration reloads, by result (success or failure).",
-    ),
-    def(
-        "nodedns_config_last_reload_success_timestamp_seconds",
-        G,
-        &[],
-        "Unix time of the last successful configuration load (start-up counts).",
-    ),
-    def(
-        "nodedns_build_info",
-        G,
-        &["version"],
-        "Always 1; the version label says which nodedns runs.",
-    ),
-];
+pub use defs::{DEFS, Def, MetricKind, RCODES, ZONE_UNROUTED};
 
 /// The exporter's registry, and the upstreams it holds series for.
 struct Registry {
@@ -230,10 +41,10 @@ impl Registry {
         for d in DEFS {
             let name = metrics::KeyName::from(d.name);
             match d.kind {
-                Kind::Counter => recorder.describe_counter(name, None, d.help.into()),
-                Kind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
+                MetricKind::Counter => recorder.describe_counter(name, None, d.help.into()),
+                MetricKind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
                 // Written by `histogram`, not the exporter.
-                Kind::Histogram => {}
+                MetricKind::Histogram => {}
             }
         }
         let handle = recorder.handle();
@@ -247,65 +58,62 @@ impl Registry {
     }
 }
 
-/// The exporter and the sources it reads at scrape time.
+/// The exporter, and the counters it reads at scrape time.
 pub struct Metrics {
     /// Rebuilt when a reload changes the set of upstreams, so the series of an upstream the
     /// config no longer names disappear (the exporter never forgets a series by itself).
     registry: Mutex<Registry>,
     stats: Arc<Stats>,
-    /// Kept for the life of the process: a reload reconfigures it in place.
-    handler: Arc<Handler>,
 }
 
-/// The current config's upstreams: label and counters, sorted by label.
-type Current = Vec<(String, Arc<UpstreamCounters>, bool)>;
-
 impl Metrics {
-    /// Registers every metric, at 0 for `handler`'s zones and upstreams.
-    pub fn new(handler: Arc<Handler>) -> Metrics {
-        let stats = handler.stats().clone();
-        let current = current(&handler);
-        let registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+    /// Registers every metric, at 0 for the zones `stats` knows and for `upstreams` (the
+    /// current config's, sorted by label).
+    pub fn new(stats: Arc<Stats>, cache: &Cache, upstreams: &[UpstreamStatus]) -> Metrics {
+        let registry = Registry::new(upstreams.iter().map(|u| u.label.clone()).collect());
         let m = Metrics {
             registry: Mutex::new(registry),
             stats,
-            handler,
         };
-        m.sync(&m.registry.lock().recorder, &current);
+        m.sync(&m.registry.lock().recorder, cache, upstreams);
         m
     }
 
-    /// The Prometheus text exposition, with every counter read just now.
-    pub fn render(&self) -> String {
-        let current = current(&self.handler);
+    /// The Prometheus text exposition, with every counter read just now: the process's,
+    /// `cache`'s, and those of `upstreams` (the current config's, sorted by label).
+    pub fn render(&self, cache: &Cache, upstreams: &[UpstreamStatus]) -> String {
         let mut registry = self.registry.lock();
-        if registry.upstreams.len() != current.len()
+        if registry.upstreams.len() != upstreams.len()
             || registry
                 .upstreams
                 .iter()
-                .zip(&current)
-                .any(|(a, (b, ..))| a != b)
+                .zip(upstreams)
+                .any(|(a, b)| *a != b.label)
         {
-            *registry = Registry::new(current.iter().map(|(l, ..)| l.clone()).collect());
+            *registry = Registry::new(upstreams.iter().map(|u| u.label.clone()).collect());
         }
-        self.sync(&registry.recorder, &current);
+        self.sync(&registry.recorder, cache, upstreams);
         registry.handle.run_upkeep();
         let mut out = registry.handle.render();
         drop(registry);
-        render_histograms(&mut out, &current);
+        render_histograms(&mut out, upstreams);
         out
     }
 
     /// Copies every source into the registry. Counters go through `absolute`, which never
     /// lowers a value, so a torn read across threads cannot make a counter go backwards.
-    fn sync(&self, r: &PrometheusRecorder, current: &Current) {
+    fn sync(&self, r: &PrometheusRecorder, cache: &Cache, upstreams: &[UpstreamStatus]) {
         self.sync_requests(r);
         self.sync_stats(r);
-        let cache = self.handler.cache();
         gauge(r, "nodedns_cache_entries", &[]).set(cache.len() as f64);
         gauge(r, "nodedns_cache_bytes", &[]).set(cache.bytes() as f64);
         counter(r, "nodedns_cache_evictions_total", &[]).absolute(cache.evictions());
-        for (label, c, up) in current {
+        for UpstreamStatus {
+            label,
+            counters: c,
+            up,
+        } in upstreams
+        {
             let l = label.as_str();
             let udp = c.requests_udp.load(std::sync::atomic::Ordering::Relaxed);
             let tcp = c.requests_tcp.load(std::sync::atomic::Ordering::Relaxed);
@@ -407,28 +215,16 @@ impl Metrics {
     }
 }
 
-/// The current config's upstreams, sorted by label, with whether each is up.
-fn current(handler: &Handler) -> Current {
-    let mut list: Current = handler
-        .upstreams()
-        .all()
-        .map(|u| (u.label(), u.counters.clone(), u.is_up()))
-        .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    list
-}
-
-/// `nodedns_upstream_duration_seconds`, one series per upstream of the current config.
-fn render_histograms(out: &mut String, current: &Current) {
+fn render_histograms(out: &mut String, upstreams: &[UpstreamStatus]) {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     let name = "nodedns_upstream_duration_seconds";
     let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
     histogram::write_header(out, name, help);
-    for (label, c, _) in current {
-        let h = c.latency.snapshot();
-        histogram::write_series(out, name, &[("upstream", label)], &h);
+    for u in upstreams {
+        let h = u.counters.latency.snapshot();
+        histogram::write_series(out, name, &[("upstream", &u.label)], &h);
     }
 }
 

@@ -100,11 +100,6 @@ impl Managed {
         Ok(Some(managed))
     }
 
-    /// The link carrying the addresses (after the fallback decision).
-    pub fn carrier(&self) -> &Carrier {
-        &self.carrier
-    }
-
     /// Makes sure the link exists and is up, carries every address, and (with `notrack`)
     /// the rules are loaded. Repairs are logged at info; a failed rule load only warns.
     pub async fn ensure(&mut self) -> anyhow::Result<()> {

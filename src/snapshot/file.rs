@@ -14,8 +14,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
-use crate::listener::sys::effective_uid;
 use crate::regular_file::{self, Symlinks};
+use crate::sys::effective_uid;
 
 /// Reads the snapshot at `path`, at most `limit` bytes, after checking it and its directory.
 pub(super) fn read(path: &Path, limit: u64) -> Result<Vec<u8>, SnapshotError> {

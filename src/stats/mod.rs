@@ -4,7 +4,8 @@
 //! type, drops by reason, ...), and keeps each zone's and each upstream's counters by name
 //! so that they survive a config reload that rebuilds the zones and upstreams (a Prometheus
 //! counter must never go backwards). [`crate::metrics`] reads them at scrape time. Counters
-//! are never used for control flow.
+//! are never used for control flow. It imports nothing else of the crate: every part may
+//! count, and it depends on none of them.
 //!
 //! The per-query ("hot") counters are sharded: every thread increments its own cache-line
 //! aligned block, picked once per thread, and a read sums the blocks. One shared atomic
@@ -15,15 +16,15 @@
 //! count atomically. Rarer counters (failovers, spoofed replies, ...) are relaxed atomics.
 
 mod histogram;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::forward::upstream::UpstreamCounters;
-
-pub use histogram::{HistogramSnapshot, LATENCY_BUCKETS, LatencyHistogram};
+pub use histogram::{HistogramSnapshot, LatencyHistogram};
+pub use upstream::{ErrorKind, UpstreamCounters, UpstreamStatus};
 
 /// Why a packet got no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,7 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED);
 }
 
-/// Queries routed to one zone (they reached the slow path), by transport.
+/// Queries routed to one zone (they reached the miss path), by transport.
 #[derive(Debug, Default)]
 pub struct ZoneCounters {
     pub udp: AtomicU64,

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodedns::app::Server;
-use nodedns::handler::Handler;
-use nodedns::reload::{Control, Source};
-use nodedns::stats::Stats;
+use nodedns::Resolver;
+use nodedns::Server;
+use nodedns::Stats;
+use nodedns::{ConfigSource, Control};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -18,7 +18,7 @@ pub struct Nodedns {
     pub addr: SocketAddr,
     /// The admin endpoint's address, when the config enables it.
     pub admin: Option<SocketAddr>,
-    pub handler: Arc<Handler>,
+    pub handler: Arc<Resolver>,
     /// Asks for a reload; works when started with [`Nodedns::start_file`].
     pub control: Control,
     stop: Option<oneshot::Sender<()>>,
@@ -64,7 +64,7 @@ impl Nodedns {
         let cfg = nodedns::config::load_file(path).unwrap();
         let server = Server::bind(&cfg)
             .unwrap()
-            .with_source(Source::File(path.to_path_buf()), watch);
+            .with_source(ConfigSource::File(path.to_path_buf()), watch);
         Nodedns::serve(server)
     }
 
@@ -72,7 +72,7 @@ impl Nodedns {
         let addr = server.local_addrs()[0];
         let admin = server.admin_addr();
         let control = server.control();
-        let handler = server.handler().clone();
+        let handler = server.resolver().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::time::Duration;
 
-use nodedns::admin::client::{self, Endpoint};
-use nodedns::admin::text::Exposition;
+use nodedns::admin_client::{self as client, Endpoint};
+use nodedns::prometheus_text::Exposition;
 
 /// `GET path` over TCP: the status code and the body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -1,0 +1,192 @@
+//! Every metric `/metrics` exports: name, type, labels and HELP text, in one table that
+//! `docs/metrics.md` is checked against.
+
+/// Named rcodes (RFC 1035 §4.1.1); every other rcode is counted as `other`.
+pub const RCODES: [(u16, &str); 6] = [
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+];
+
+/// `zone` label of requests answered before routing: cache hits and malformed queries.
+pub const ZONE_UNROUTED: &str = "-";
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: MetricKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Def {
+    Def {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+use MetricKind::{Counter as C, Gauge as G, Histogram as H};
+
+/// Every metric `/metrics` exports.
+pub const DEFS: &[Def] = &[
+    def(
+        "nodedns_requests_total",
+        C,
+        &["proto", "zone"],
+        "Client queries received, by transport and by the zone they were routed to (\"-\": answered before routing, i.e. cache hits and malformed queries).",
+    ),
+    def(
+        "nodedns_responses_total",
+        C,
+        &["rcode"],
+        "Replies sent to clients, by rcode.",
+    ),
+    def(
+        "nodedns_cache_hits_total",
+        C,
+        &["type"],
+        "Queries answered from the cache: success (positive answer), denial (NXDOMAIN/NODATA/cached SERVFAIL), stale (expired entry served, RFC 8767).",
+    ),
+    def(
+        "nodedns_cache_misses_total",
+        C,
+        &[],
+        "Queries that found no cache entry, fresh or stale.",
+    ),
+    def("nodedns_cache_entries", G, &[], "Entries in the cache."),
+    def(
+        "nodedns_cache_bytes",
+        G,
+        &[],
+        "Bytes the cache accounts for its entries.",
+    ),
+    def(
+        "nodedns_cache_evictions_total",
+        C,
+        &[],
+        "Entries evicted to stay within the cache bounds.",
+    ),
+    def(
+        "nodedns_cache_prefetch_total",
+        C,
+        &[],
+        "Refreshes of popular entries started before they expired.",
+    ),
+    def(
+        "nodedns_coalesced_total",
+        C,
+        &[],
+        "Misses that joined an identical query already in flight upstream.",
+    ),
+    def(
+        "nodedns_overload_total",
+        C,
+        &[],
+        "Misses answered SERVFAIL because too many queries were in flight.",
+    ),
+    def(
+        "nodedns_upstream_requests_total",
+        C,
+        &["upstream", "proto"],
+        "Queries sent to an upstream, by transport (a truncated UDP reply retried over TCP counts once for each).",
+    ),
+    def(
+        "nodedns_upstream_errors_total",
+        C,
+        &["upstream", "kind"],
+        "Failed attempts at an upstream: timeout, network, refused (REFUSED/FORMERR/NOTIMP), servfail.",
+    ),
+    def(
+        "nodedns_upstream_malformed_total",
+        C,
+        &["upstream"],
+        "Upstream answers that failed validation (names, RDATA shapes, section counts) and were neither cached nor served; the next upstream was asked.",
+    ),
+    def(
+        "nodedns_upstream_dropped_records_total",
+        C,
+        &["upstream"],
+        "Records dropped from upstream answers: answer records off the question's CNAME/DNAME chain, authority and additional records owned outside the zone.",
+    ),
+    def(
+        "nodedns_upstream_duration_seconds",
+        H,
+        &["upstream"],
+        "Time from sending a query to an upstream until its reply arrived (misses only).",
+    ),
+    def(
+        "nodedns_upstream_up",
+        G,
+        &["upstream"],
+        "1 while the upstream is considered healthy, 0 while it is marked down.",
+    ),
+    def(
+        "nodedns_upstream_failovers_total",
+        C,
+        &[],
+        "Attempts started at another upstream after a timeout, an error or a SERVFAIL.",
+    ),
+    def(
+        "nodedns_all_upstreams_down_total",
+        C,
+        &[],
+        "Misses forwarded while every upstream of their zone was marked down.",
+    ),
+    def(
+        "nodedns_spoof_mismatch_total",
+        C,
+        &[],
+        "Upstream replies ignored because their ID or question did not match the query.",
+    ),
+    def("nodedns_inflight", G, &[], "Upstream queries in flight."),
+    def(
+        "nodedns_dropped_total",
+        C,
+        &["reason"],
+        "Packets that got no reply at all, by reason.",
+    ),
+    def(
+        "nodedns_tcp_connections",
+        G,
+        &[],
+        "Open client TCP connections.",
+    ),
+    def(
+        "nodedns_config_reloads_total",
+        C,
+        &["result"],
+        "Configuration reloads, by result (success or failure).",
+    ),
+    def(
+        "nodedns_config_last_reload_success_timestamp_seconds",
+        G,
+        &[],
+        "Unix time of the last successful configuration load (start-up counts).",
+    ),
+    def(
+        "nodedns_build_info",
+        G,
+        &["version"],
+        "Always 1; the version label says which nodedns runs.",
+    ),
+];

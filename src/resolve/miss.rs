@@ -1,0 +1,154 @@
+//! The one way in for a miss ([`Resolver::resolve`]), and the task that answers one that is
+//! not finished inline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::client::Asker;
+use super::fast::client_of;
+use super::flight::{Outcome, upstream_query};
+use super::routing::Zone;
+use super::{Miss, Proto, Resolver, cache};
+use crate::coalesce::{Completion, Join, Waiter};
+use crate::querylog::{self, Source};
+use crate::stats::{Hot, Stats, inc};
+use crate::wire;
+
+/// Where a miss's reply goes: the listener's way back to the client that asked.
+pub trait ReplyTo: Send + Sized + 'static {
+    /// Sends `reply` from a task; may wait for room. Failures are counted in `stats`.
+    fn send(self, reply: Vec<u8>, stats: &Arc<Stats>) -> impl Future<Output = ()> + Send;
+
+    /// Sends `reply` from where nothing may wait (an upstream socket's reader, for a miss
+    /// finished inline): now, or from a task tracked by `tasks`.
+    fn send_now(self, reply: &[u8], stats: &Arc<Stats>, tasks: &TaskTracker) {
+        let (reply, stats) = (reply.to_vec(), stats.clone());
+        tasks.spawn(async move { self.send(reply, &stats).await });
+    }
+}
+
+/// How a miss answered in a task gets its outcome.
+enum Wait {
+    /// It leads the flight and flies it itself: nothing to serve meanwhile, so its client
+    /// waits for the flight to the end anyway. Followers still get the outcome, and if the
+    /// task is cancelled the completion is dropped, which ends the flight for them with
+    /// nothing.
+    Fly(Completion<Arc<Outcome>>, Vec<u8>),
+    /// Another task flies it; with a stale answer in hand, it waits only this long.
+    Join(Waiter<Arc<Outcome>>, Option<Duration>),
+}
+
+impl Resolver {
+    /// Answers a query [`Resolver::fast`] passed on as `miss`: the entry point both
+    /// listeners call for every miss. A reply that is ready at once (REFUSED for a name no
+    /// zone covers, or the stale answer or SERVFAIL of a miss refused as overload) is
+    /// written to `out`, and `true` says so. Otherwise the reply goes to `reply_to` when it
+    /// is ready: from the upstream socket's reader for a miss started inline (one client's
+    /// UDP query with nothing stale, first for its key), else from a task.
+    pub fn resolve<R: ReplyTo>(
+        self: &Arc<Self>,
+        miss: Miss<'_>,
+        reply_to: R,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let routing = self.routing.load();
+        let logged_from = routing.querylog.is_on().then_some(miss.now);
+        let Some(zone) = routing.zones.route(miss.query.qname()).cloned() else {
+            wire::error_reply(miss.pkt, wire::rcode::REFUSED, out);
+            self.count_reply(out);
+            return self.answered_now(&miss, Source::Local, out, logged_from);
+        };
+        inc(match miss.proto {
+            Proto::Udp => &zone.requests.udp,
+            Proto::Tcp => &zone.requests.tcp,
+        });
+        let stale_timeout = miss.stale.is_some().then_some(routing.stale_client_timeout);
+        let wait = match self.coalescer.join(miss.query.cache_key()) {
+            // Most misses: finished by the upstream socket's reader, no task of their own.
+            Join::Leader(done) if miss.stale.is_none() && miss.proto == Proto::Udp => {
+                let routing = arc_swap::Guard::into_inner(routing);
+                self.start_inline(&miss, routing, zone, done, reply_to);
+                return false;
+            }
+            Join::Leader(done) if miss.stale.is_none() => {
+                Wait::Fly(done, upstream_query(&miss.query))
+            }
+            Join::Leader(done) => {
+                let waiter = done.waiter();
+                self.spawn_flight(zone.clone(), upstream_query(&miss.query), true, done);
+                Wait::Join(waiter, stale_timeout)
+            }
+            Join::Follower(waiter) => {
+                self.stats.inc(Hot::Coalesced);
+                Wait::Join(waiter, stale_timeout)
+            }
+            Join::Overloaded => {
+                self.stats.inc(Hot::Overload);
+                let client = client_of(&miss.query, miss.proto, routing.udp_cap);
+                let source = self.serve(&client, miss.pkt, None, miss.stale.clone(), out);
+                return self.answered_now(&miss, source, out, logged_from);
+            }
+        };
+        let asker = Asker::of(&miss, routing.udp_cap);
+        let this = self.clone();
+        let answer = this.answer(asker, zone, wait, miss.stale, logged_from, reply_to);
+        // Boxed: the miss's future is over a kilobyte, and tokio moves a task's whole
+        // future-or-output slot each time it changes state (three times per miss); a box is
+        // one allocation and those moves are of a pointer.
+        self.tasks.spawn(Box::pin(answer));
+        false
+    }
+
+    /// A miss's reply written to `out` at once: logged if sampled. Always `true`.
+    fn answered_now(
+        &self,
+        miss: &Miss<'_>,
+        source: Source,
+        out: &[u8],
+        logged_from: Option<Instant>,
+    ) -> bool {
+        if let Some(started) = logged_from
+            && self.routing.load().querylog.sample()
+        {
+            querylog::log(miss.client, &miss.query, source, out, started);
+        }
+        true
+    }
+
+    /// A miss's task: waits for its outcome as `wait` says, then answers `asker` through
+    /// `reply_to`.
+    async fn answer<R: ReplyTo>(
+        self: Arc<Self>,
+        asker: Asker,
+        zone: Arc<Zone>,
+        wait: Wait,
+        stale: Option<Arc<cache::Entry>>,
+        logged_from: Option<Instant>,
+        reply_to: R,
+    ) {
+        let outcome = match wait {
+            Wait::Fly(done, query) => {
+                let outcome = Arc::new(self.flight(&zone, &query, done.key(), false).await);
+                done.complete(outcome.clone());
+                Some(outcome)
+            }
+            Wait::Join(waiter, None) => waiter.wait().await,
+            // With a stale answer in hand, wait for upstream only as long as a client would
+            // (RFC 8767 §5: the client response timer); the flight goes on in the background
+            // and refreshes the cache when it lands.
+            Wait::Join(waiter, Some(timeout)) => tokio::time::timeout(timeout, waiter.wait())
+                .await
+                .ok()
+                .flatten(),
+        };
+        // Room for a typical answer without growing; a larger one grows once.
+        let mut out = Vec::with_capacity(512);
+        let client = asker.client();
+        let source = self.serve(&client, &asker.pkt, outcome.as_deref(), stale, &mut out);
+        self.log(&asker, source, &out, logged_from);
+        reply_to.send(out, &self.stats).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! What a config reload replaces in one piece: the zones ready to forward, the forwarder and
+//! the per-query settings; and the pieces of the config the resolver turns into its own
+//! types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{self, TtlPolicy};
+use crate::config::{self, Config};
+use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
+use crate::querylog::Sampler;
+use crate::stats::{Stats, ZoneCounters};
+use crate::wire;
+use crate::zones::ZoneTable;
+
+/// A zone, ready to forward.
+pub(super) struct Zone {
+    pub upstreams: ZoneUpstreams,
+    pub ttl: TtlPolicy,
+    /// Queries routed to this zone (they reached the miss path); kept across reloads.
+    pub requests: Arc<ZoneCounters>,
+}
+
+/// Everything a config reload replaces, swapped in one piece so a query sees either the old
+/// config or the new one, never a mix.
+pub(super) struct Routing {
+    pub zones: ZoneTable<Arc<Zone>>,
+    /// The same zones by name, in config order, for readiness.
+    pub listed: Vec<(String, Arc<Zone>)>,
+    pub forwarder: Forwarder,
+    pub udp_cap: u16,
+    pub stale_client_timeout: Duration,
+    pub prefetch: bool,
+    pub querylog: Sampler,
+}
+
+impl Routing {
+    pub fn build(cfg: &Config, upstreams: &mut UpstreamSet, stats: &Arc<Stats>) -> Routing {
+        let mut zones = ZoneTable::new();
+        let mut listed = Vec::new();
+        for z in &cfg.zones {
+            let zone = Arc::new(Zone {
+                upstreams: upstreams.zone(z),
+                ttl: ttl_policy(&z.cache),
+                requests: stats.zone(&z.name),
+            });
+            zones.insert(&z.name, zone.clone());
+            listed.push((z.name.clone(), zone));
+        }
+        Routing {
+            zones,
+            listed,
+            forwarder: Forwarder::new(cfg.forward.clone(), stats.clone()),
+            udp_cap: cfg.listen.udp_max_payload,
+            stale_client_timeout: cfg.cache.stale_client_timeout,
+            prefetch: cfg.cache.prefetch,
+            querylog: Sampler::new(cfg.log.queries),
+        }
+    }
+}
+
+/// This build's version and the node's hostname, read once at start. The hostname comes from
+/// the kernel (`/proc`), which needs no libc call; with host networking it is the node's name.
+pub(super) fn identity() -> wire::Identity {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    wire::Identity {
+        version: concat!("nodedns ", env!("CARGO_PKG_VERSION")).to_owned(),
+        hostname,
+    }
+}
+
+/// Whole seconds of a zone's TTL clamps, saturating at `u32::MAX`.
+fn ttl_policy(t: &config::CacheTtl) -> TtlPolicy {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    TtlPolicy {
+        min_ttl: secs(t.min_ttl),
+        max_ttl: secs(t.max_ttl),
+        negative_max_ttl: secs(t.negative_max_ttl),
+        servfail_ttl: secs(t.servfail_ttl),
+    }
+}
+
+pub(super) fn cache_limits(cfg: &Config) -> cache::Limits {
+    cache::Limits {
+        max_entries: cfg.cache.capacity,
+        max_bytes: usize::try_from(cfg.cache.max_bytes).unwrap_or(usize::MAX),
+        stale_max: cfg.cache.stale_max,
+    }
+}
