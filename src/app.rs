@@ -108,7 +108,8 @@ impl Server {
         let admin = admin::bind(&cfg.admin)?;
         log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
-            restore(&handler, path);
+            // Before serving, so readiness means warm: the serving process's copy, or the file.
+            snapshot::warm_start(handler.cache(), path, |qname| handler.ttl_policy(qname));
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
         let zones = handler.clone();
@@ -190,6 +191,11 @@ impl Server {
             let (m, r, s) = (self.metrics.clone(), self.ready.clone(), admin_stop.clone());
             tokio::spawn(admin::serve(endpoint, m, r, s))
         });
+        // Warm rollouts: periodic snapshot writes, and the next process's request answered.
+        let snapshots = self.current.cache.snapshot.as_ref().map(|path| {
+            let encode = snapshot_encoder(self.handler.clone());
+            snapshot::Keeper::start(path, self.current.cache.snapshot_interval, encode)
+        });
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
         self.handler.upstreams().probe_unanswered();
@@ -239,6 +245,9 @@ impl Server {
             tracing::warn!("drain grace ran out with queries still in flight");
         } else {
             tracing::info!("drained");
+        }
+        if let Some(keeper) = snapshots {
+            keeper.stop().await;
         }
         if let Some(path) = &self.current.cache.snapshot {
             save(&self.handler, path, self.current.cache.stale_max);
@@ -441,22 +450,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn restore(handler: &Handler, path: &std::path::Path) {
-    let started = std::time::Instant::now();
-    match snapshot::load(handler.cache(), path, |qname| handler.ttl_policy(qname)) {
-        Ok(l) => tracing::info!(
-            restored = l.restored,
-            expired = l.expired,
-            dropped = l.dropped,
-            took = ?started.elapsed(),
-            "cache snapshot {} loaded",
-            path.display()
-        ),
-        Err(e) if e.is_not_found() => {
-            tracing::info!("no cache snapshot at {} yet: starting cold", path.display());
-        }
-        Err(e) => tracing::warn!("cache snapshot {} ignored: {e}", path.display()),
-    }
+/// The current cache in the snapshot format, for the periodic writes and the hand-over.
+fn snapshot_encoder(handler: Arc<Handler>) -> impl Fn() -> snapshot::Encoded + Clone + Send + Sync {
+    move || snapshot::encode(handler.cache(), handler.cache().stale_max())
 }
 
 fn save(handler: &Handler, path: &std::path::Path, stale_max: Duration) {

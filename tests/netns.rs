@@ -20,6 +20,8 @@ mod rollout;
 mod topology;
 #[path = "netns/underlay.rs"]
 mod underlay;
+#[path = "netns/warm.rs"]
+mod warm;
 
 use std::io::Write as _;
 use std::net::IpAddr;

@@ -96,6 +96,9 @@ pub struct Cache {
     pub max_waiters_per_key: usize,
     /// Warm-restart snapshot file (default none).
     pub snapshot: Option<PathBuf>,
+    /// With `snapshot` set, the cache is also written this often while serving (default
+    /// `5m`; `0s`: only at SIGTERM).
+    pub snapshot_interval: Duration,
 }
 
 /// TTL clamps, global in `[cache]` and overridable per zone.

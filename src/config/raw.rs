@@ -61,6 +61,7 @@ pub struct RawCache {
     pub prefetch: Option<bool>,
     pub max_waiters_per_key: Opt<i64>,
     pub snapshot: Opt<String>,
+    pub snapshot_interval: Opt<Scalar>,
 }
 
 /// The TTL clamps a zone may override: `cache = { max_ttl = "30s" }`.
