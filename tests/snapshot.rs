@@ -323,3 +323,66 @@ async fn a_fifo_at_the_snapshot_path_does_not_hold_up_start() {
         "no warning about the FIFO: {text}"
     );
 }
+
+#[tokio::test]
+async fn the_cache_is_written_every_snapshot_interval_while_serving() {
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let ns = start(&up, &path, "snapshot_interval = \"100ms\"").await;
+    let r = client::query_udp(ns.addr, "ok.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert!(answer_a(&r).contains(&REAL));
+    // Bounded in real time: 100 intervals.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() || written_count(&path) == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no snapshot with the entry written while serving"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    ns.shutdown().await;
+}
+
+/// The hand-over at the size of a full default cache: the process serving 100k entries hands
+/// them to a new one, which has them all before it binds anything. The time from start to
+/// bound (load included) is printed for docs/operations.md; it is not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_takes_over_100k_entries_from_the_serving_one() {
+    const N: usize = 100_000;
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let entries: Vec<Entry> = (0..N)
+        .map(|i| a_entry(&format!("n{i}.example.test."), 3600))
+        .collect();
+    write_snapshot(&path, &entries, None);
+    drop(entries);
+    let cache = "capacity = 200000\nmax_bytes = \"256MiB\"\nsnapshot_interval = \"0s\"";
+    let old = start(&up, &path, cache).await;
+    assert_eq!(old.handler.cache().len(), N);
+    // Only the socket can give the new process the entries now.
+    std::fs::remove_file(&path).unwrap();
+    let extra = format!(
+        "[cache]\nsnapshot = \"{}\"\n{cache}\n{}",
+        path.display(),
+        zone(".", &[up.addr()], "")
+    );
+    let cfg = nodedns::config::parse_str(&config(&extra), "test.toml").unwrap();
+    let started = std::time::Instant::now();
+    // Blocking, as at a real start; the old process serves the socket on the other worker.
+    let new = tokio::task::block_in_place(|| nodedns::app::Server::bind(&cfg).unwrap());
+    let took = started.elapsed();
+    assert_eq!(
+        new.handler().cache().len(),
+        N,
+        "not every entry was handed over"
+    );
+    eprintln!("snapshot hand-over: {N} entries, start to bound with the cache loaded in {took:?}");
+    drop(new);
+    old.shutdown().await;
+}

@@ -238,4 +238,31 @@ mod tests {
         assert_eq!(read(&path, 100).unwrap().len(), 100);
         assert!(matches!(read(&path, 99), Err(SnapshotError::TooLarge)));
     }
+
+    #[test]
+    fn the_directory_is_made_private_but_one_others_may_write_is_left_alone() {
+        let parent = private_dir();
+        let dir = parent.path().join("state");
+        let path = dir.join("cache.snap");
+        prepare_directory(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "created");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_directory(&path).unwrap();
+        assert_eq!(
+            mode(&dir),
+            0o700,
+            "tightened as a kubelet leaves a hostPath"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            prepare_directory(&path),
+            Err(SnapshotError::NotOurs(_))
+        ));
+        assert_eq!(
+            mode(&dir),
+            0o777,
+            "a directory others may write was changed"
+        );
+    }
 }

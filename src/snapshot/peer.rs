@@ -3,8 +3,11 @@
 //! In a surge rollout the new pod starts while the old one still serves, long before the old
 //! one writes its snapshot at SIGTERM; the file it would find is as old as the last periodic
 //! write. So the serving process listens on a unix socket beside the snapshot file
-//! ([`socket_path`]), and a starting one connects, sends [`REQUEST`], and reads a snapshot in
-//! the file's format until the other side closes. The bytes are checked exactly as a file's
+//! ([`socket_path`]), and a starting one connects and sends [`REQUEST`]; the serving one
+//! answers [`ACCEPTED`] at once, then a snapshot in the file's format, and closes. A
+//! process that does not accept within [`ANSWER_WITHIN`] is given up on (the starting one
+//! reads the file instead); one that accepted has [`TRANSFER_LIMIT`] to finish, as
+//! encoding a large cache takes a while. The bytes are checked exactly as a file's
 //! are (`load_bytes`): the socket adds no trust, only freshness.
 //!
 //! Who may answer: the socket lives in the snapshot's directory, which must be this user's
@@ -27,11 +30,14 @@ use super::{Encoded, MAX_FILE, SnapshotError, file};
 
 /// What a client sends; anything else is closed without an answer.
 pub const REQUEST: &[u8] = b"nodedns snapshot 1\n";
-/// How long a serving process may take to start answering (the issue of a new process
-/// that would otherwise wait on a stuck predecessor before it can be ready).
+/// The serving process's first answer, sent before it encodes its cache.
+pub const ACCEPTED: &[u8] = b"ok\n";
+/// How long a serving process may take to accept a request: a new process waits no longer
+/// on a stuck predecessor before it reads the file instead.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
-/// Longest a whole transfer may take: 256 MiB over a unix socket takes well under a second.
-const TRANSFER_LIMIT: Duration = Duration::from_secs(30);
+/// Longest a whole transfer may take once accepted: encoding and sending a full 64 MiB
+/// cache takes about a second.
+pub const TRANSFER_LIMIT: Duration = Duration::from_secs(30);
 
 /// The socket beside snapshot `path`: `PATH.sock`.
 pub fn socket_path(path: &Path) -> PathBuf {
@@ -82,14 +88,29 @@ pub fn fetch(socket: &Path, answer_within: Duration) -> Result<Vec<u8>, FetchErr
     stream.set_write_timeout(Some(answer_within))?;
     stream.set_read_timeout(Some(answer_within))?;
     stream.write_all(REQUEST)?;
+    let mut accepted = [0; ACCEPTED.len()];
+    stream.read_exact(&mut accepted).map_err(|e| {
+        if is_timeout(&e) {
+            FetchError::Silent(answer_within)
+        } else {
+            e.into()
+        }
+    })?;
+    if accepted != ACCEPTED {
+        return Err(FetchError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the serving process did not accept the request",
+        )));
+    }
+    // Accepted: the transfer gets its own limit, checked between reads; one read may wait
+    // at most the whole limit.
+    stream.set_read_timeout(Some(TRANSFER_LIMIT))?;
     let mut bytes = Vec::new();
     let mut chunk = vec![0; 1 << 16];
     loop {
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
-            Err(e) if is_timeout(&e) && bytes.is_empty() => {
-                return Err(FetchError::Silent(answer_within));
-            }
+            Err(e) if is_timeout(&e) => return Err(FetchError::Slow(TRANSFER_LIMIT)),
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
@@ -186,16 +207,18 @@ impl Listener {
             }
             let started = Instant::now();
             let encode = encode.clone();
-            let Ok(encoded) = tokio::task::spawn_blocking(encode).await else {
-                continue;
-            };
             let sent = tokio::time::timeout(TRANSFER_LIMIT, async {
+                stream.write_all(ACCEPTED).await?;
+                let encoded = tokio::task::spawn_blocking(encode)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 stream.write_all(&encoded.bytes).await?;
-                stream.shutdown().await
+                stream.shutdown().await?;
+                Ok::<_, std::io::Error>(encoded)
             })
             .await;
             match sent {
-                Ok(Ok(())) => tracing::info!(
+                Ok(Ok(encoded)) => tracing::info!(
                     entries = encoded.entries,
                     bytes = encoded.bytes.len(),
                     took = ?started.elapsed(),
@@ -215,5 +238,127 @@ impl Drop for Listener {
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn private_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    fn encoded(bytes: &[u8]) -> impl Fn() -> Encoded + Clone + Send + 'static {
+        let bytes = bytes.to_vec();
+        move || Encoded {
+            bytes: bytes.clone(),
+            entries: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_gets_the_serving_process_bytes_and_the_socket_goes_with_it() {
+        let dir = private_dir();
+        let sock = dir.path().join("cache.snap.sock");
+        let listener = Listener::bind(&sock).unwrap();
+        let mode = std::fs::symlink_metadata(&sock)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(listener.serve(encoded(b"the cache"), stop.clone()));
+        let path = sock.clone();
+        let got = tokio::task::spawn_blocking(move || fetch(&path, ANSWER_WITHIN))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"the cache");
+        stop.cancel();
+        task.await.unwrap();
+        assert!(!sock.exists(), "the socket file was left behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_request_gets_nothing() {
+        let dir = private_dir();
+        let sock = dir.path().join("s.sock");
+        let listener = Listener::bind(&sock).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(listener.serve(encoded(b"secret"), stop.clone()));
+        let path = sock.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out
+        })
+        .await
+        .unwrap();
+        assert!(got.is_empty(), "{got:?}");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn a_process_that_does_not_accept_is_given_up_on() {
+        let dir = private_dir();
+        let sock = dir.path().join("s.sock");
+        // Connections queue in the backlog; nobody ever reads or answers.
+        let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = fetch(&sock, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, FetchError::Silent(_)), "{err}");
+    }
+
+    #[test]
+    fn no_socket_or_something_else_at_its_path_is_not_asked() {
+        let dir = private_dir();
+        let sock = dir.path().join("s.sock");
+        assert!(matches!(
+            fetch(&sock, ANSWER_WITHIN),
+            Err(FetchError::Absent)
+        ));
+        std::fs::write(&sock, b"x").unwrap();
+        let err = fetch(&sock, ANSWER_WITHIN).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_in_a_directory_others_may_write_is_neither_asked_nor_bound() {
+        let dir = private_dir();
+        let sock = dir.path().join("s.sock");
+        let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            fetch(&sock, ANSWER_WITHIN),
+            Err(FetchError::NotOurs(_))
+        ));
+        assert!(matches!(Listener::bind(&sock), Err(FetchError::NotOurs(_))));
+        assert!(
+            sock.exists(),
+            "a socket in an unsafe directory was replaced"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_leaves_the_socket_of_the_one_that_replaced_it() {
+        let dir = private_dir();
+        let sock = dir.path().join("s.sock");
+        let old = Listener::bind(&sock).unwrap();
+        let new = Listener::bind(&sock).unwrap();
+        drop(old);
+        assert!(
+            sock.exists(),
+            "the old process removed its successor's socket"
+        );
+        drop(new);
+        assert!(!sock.exists());
     }
 }
