@@ -10,6 +10,7 @@ mod check;
 mod locate;
 mod raw;
 pub mod resolv;
+mod structure;
 mod units;
 mod validate;
 mod zones;
@@ -291,8 +292,8 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
 /// As [`parse_str`], with relative paths in the text taken from `base_dir`.
 pub fn parse_str_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut diags = locate::Diags::new(origin, text);
-    // Parsed twice: once into a spanned tree that maps an error's offset to its key path,
-    // once into the schema. Config files are small and read rarely.
+    // Parsed once into a spanned tree, which maps an error's offset to its key path and is
+    // then deserialized into the schema. Config files are small and read rarely.
     let tree = match toml::de::DeTable::parse(text) {
         Ok(tree) => tree,
         Err(error) => {
@@ -301,16 +302,24 @@ pub fn parse_str_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config,
             return Err(ConfigError(diags.items));
         }
     };
-    let raw: raw::RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(error) => {
-            locate::toml_error(&mut diags, &error, Some(tree.get_ref()));
-            return Err(ConfigError(diags.items));
-        }
+    // Every unknown key and wrong type, not only the first; what is left is validated too.
+    let raw = structure::deserialize(&mut diags, &tree);
+    let Some(raw) = raw else {
+        return Err(ConfigError(diags.items));
     };
+    let structural = diags.items.len();
     let mut check = check::Check { diags };
     let config = validate::build(&mut check, &raw, base_dir);
     let mut items = check.diags.items;
+    // A key cut for its shape is missing to validation: its problem is said once.
+    let (shape, checked) = items.split_at(structural);
+    let checked: Vec<Diagnostic> = checked
+        .iter()
+        .filter(|d| !shape.iter().any(|s| s.key == d.key))
+        .cloned()
+        .collect();
+    items.truncate(structural);
+    items.extend(checked);
     match config {
         Some(config) if items.is_empty() => Ok(config),
         _ => {

@@ -91,7 +91,8 @@ pub struct RawForward {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
-    pub name: Spanned<String>,
+    /// Required; optional here so that a zone without one is reported with the rest.
+    pub name: Opt<String>,
     pub upstreams: Opt<Vec<Spanned<String>>>,
     pub resolv_conf: Opt<String>,
     pub transport: Opt<String>,
