@@ -213,3 +213,36 @@ fn toml_blocks_are_found_only_when_fenced_as_plain_toml() {
     let blocks = toml_blocks(md);
     assert_eq!(blocks, [(2, "[listen]\n".to_owned())]);
 }
+
+/// Warm rollouts need the snapshot on a volume that outlives the pod and that the next pod
+/// on the node sees: a hostPath mounted at the snapshot's directory.
+#[test]
+fn daemonset_keeps_the_cache_snapshot_on_a_host_path_and_runs_on_linux_only() {
+    let cfg = config::load_file(&root().join("daemonset/nodedns.toml")).unwrap();
+    let ds = read("daemonset/daemonset.yaml");
+    let snapshot = cfg
+        .cache
+        .snapshot
+        .expect("[cache] snapshot in the shipped config");
+    assert!(
+        !cfg.cache.snapshot_interval.is_zero(),
+        "periodic snapshots are on"
+    );
+    let dir = snapshot.parent().unwrap().to_str().unwrap();
+    let name = mount_name(&ds, dir).expect("a volumeMount at the snapshot's directory");
+    let volumes = &ds[ds.find("      volumes:").expect("volumes")..];
+    let volume = &volumes[volumes
+        .find(&format!("- name: {name}"))
+        .expect("the snapshot's volume")..];
+    let mut lines = volume.lines().skip(1).map(str::trim);
+    assert_eq!(lines.next(), Some("hostPath:"), "{volume}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("path: {dir}").as_str()),
+        "{volume}"
+    );
+    assert!(
+        ds.contains("nodeSelector:\n        kubernetes.io/os: linux"),
+        "daemonset.yaml lacks the linux nodeSelector"
+    );
+}
