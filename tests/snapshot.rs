@@ -408,3 +408,25 @@ async fn a_new_process_takes_over_100k_entries_from_the_serving_one() {
     );
     old.shutdown().await;
 }
+
+/// A serving process that does not accept the hand-over within a second (stuck, or not
+/// nodedns) costs a start that second, not the warm cache: the file is loaded instead.
+#[tokio::test]
+async fn a_silent_hand_over_socket_falls_back_to_the_file() {
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    write_snapshot(&path, &[a_entry("one.example.test.", 300)], None);
+    let sock = dir.path().join("cache.snap.sock");
+    // Connections queue in its backlog; nobody ever answers.
+    let silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ns = start(&up, &path, "snapshot_interval = \"0s\"").await;
+    assert_eq!(ns.handler.cache().len(), 1, "the file was not loaded");
+    let r = client::query_udp(ns.addr, "one.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert!(answer_a(&r).contains(&PLANTED));
+    ns.shutdown().await;
+    drop(silent);
+}

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::peer::{self, FetchError};
-use super::{Encoded, Loaded, SnapshotError, file};
+use super::{Encoded, Loaded, file};
 use crate::cache::{Cache, TtlPolicy};
 
 /// Where a warm start took its entries from.
@@ -41,11 +41,9 @@ pub fn warm_start(
     match peer::fetch(&socket, peer::ANSWER_WITHIN) {
         Ok(bytes) => match super::load_bytes(cache, &bytes, &policy) {
             Ok(l) => {
-                log_loaded(
-                    &l,
-                    started,
-                    &format!("from the serving process ({})", socket.display()),
-                );
+                let from = socket.display();
+                let message = format!("cache snapshot loaded from the serving process ({from})");
+                log_loaded(&l, started, &message);
                 return Some((Origin::Peer, l));
             }
             Err(e) => tracing::warn!(
@@ -60,7 +58,11 @@ pub fn warm_start(
     }
     match super::load(cache, path, &policy) {
         Ok(l) => {
-            log_loaded(&l, started, &path.display().to_string());
+            log_loaded(
+                &l,
+                started,
+                &format!("cache snapshot {} loaded", path.display()),
+            );
             Some((Origin::File, l))
         }
         Err(e) if e.is_not_found() => {
@@ -74,19 +76,14 @@ pub fn warm_start(
     }
 }
 
-fn log_loaded(l: &Loaded, started: Instant, from: &str) {
+fn log_loaded(l: &Loaded, started: Instant, message: &str) {
     tracing::info!(
         restored = l.restored,
         expired = l.expired,
         dropped = l.dropped,
         took = ?started.elapsed(),
-        "cache snapshot loaded {from}"
+        "{message}"
     );
-}
-
-/// Writes the snapshot at `path` now, logging the outcome.
-pub fn save(encoded: &Encoded, path: &Path) -> Result<(), SnapshotError> {
-    file::write(path, &encoded.bytes)
 }
 
 /// The running side: periodic writes and the hand-over socket, until [`Keeper::stop`].
@@ -142,7 +139,7 @@ where
         let (encode, at) = (encode.clone(), path.clone());
         let written = tokio::task::spawn_blocking(move || {
             let encoded = encode();
-            save(&encoded, &at).map(|()| encoded.entries)
+            file::write(&at, &encoded.bytes).map(|()| encoded.entries)
         })
         .await;
         match written {
