@@ -125,7 +125,8 @@ impl Server {
         let endpoint = admin::bind(&cfg.admin)?;
         log_config(cfg);
         if let Some(path) = &cfg.cache.snapshot {
-            restore(&resolver, path);
+            // Before serving, so readiness means warm: the serving process's copy, or the file.
+            snapshot::warm_start(resolver.cache(), path, |qname| resolver.ttl_policy(qname));
         }
         let local = bound.iter().map(|(_, b)| b.local).collect();
         let zones = resolver.clone();
@@ -210,6 +211,11 @@ impl Server {
         }
         let admin_stop = CancellationToken::new();
         let admin_task = self.serve_admin(admin_stop.clone());
+        // Warm rollouts: periodic snapshot writes, and the next process's request answered.
+        let snapshots = self.current.cache.snapshot.as_ref().map(|path| {
+            let encode = snapshot_encoder(self.resolver.clone());
+            snapshot::Keeper::start(path, self.current.cache.snapshot_interval, encode)
+        });
         // Readiness waits for every zone's upstreams to answer; ask them now rather than
         // waiting for a client's miss (an idle node may never send one).
         self.resolver.probe_unanswered();
@@ -223,6 +229,9 @@ impl Server {
         let drain = self.current.listen.drain_timeout;
         tracing::info!(grace = ?drain, "shutting down: stopped reading, draining in-flight queries");
         life.drain(drain).await;
+        if let Some(keeper) = snapshots {
+            keeper.stop().await;
+        }
         if let Some(path) = &self.current.cache.snapshot {
             save(&self.resolver, path, self.current.cache.stale_max);
         }
@@ -319,22 +328,11 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn restore(resolver: &Resolver, path: &std::path::Path) {
-    let started = std::time::Instant::now();
-    match snapshot::load(resolver.cache(), path, |qname| resolver.ttl_policy(qname)) {
-        Ok(l) => tracing::info!(
-            restored = l.restored,
-            expired = l.expired,
-            dropped = l.dropped,
-            took = ?started.elapsed(),
-            "cache snapshot {} loaded",
-            path.display()
-        ),
-        Err(e) if e.is_not_found() => {
-            tracing::info!("no cache snapshot at {} yet: starting cold", path.display());
-        }
-        Err(e) => tracing::warn!("cache snapshot {} ignored: {e}", path.display()),
-    }
+/// The current cache in the snapshot format, for the periodic writes and the hand-over.
+fn snapshot_encoder(
+    resolver: Arc<Resolver>,
+) -> impl Fn() -> snapshot::Encoded + Clone + Send + Sync {
+    move || snapshot::encode(resolver.cache(), resolver.cache().stale_max())
 }
 
 fn save(resolver: &Resolver, path: &std::path::Path, stale_max: Duration) {

@@ -51,7 +51,8 @@ enum Command {
         /// A name to resolve via each upstream and via nodedns (repeatable).
         #[arg(long = "name", value_name = "NAME")]
         names: Vec<String>,
-        /// A pod's resolv.conf (e.g. copied out of a job pod) to analyse.
+        /// A pod's resolv.conf to analyse (e.g. copied out of a job pod); `-` reads it from
+        /// standard input, piped from `kubectl exec POD -- cat /etc/resolv.conf`.
         #[arg(long, value_name = "PATH")]
         resolv_conf: Option<PathBuf>,
         /// Print the verdicts as one JSON document.

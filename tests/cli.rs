@@ -58,6 +58,33 @@ fn check_config_reports_file_line_and_key_with_exit_64() {
 }
 
 #[test]
+fn check_config_reports_unknown_keys_wrong_types_and_bad_values_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[listen]\nworkers = \"two\"\nbogus = 1\n\n[cache]\nmax_ttl = \"forever\"\n\n\
+         [[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:53\"]\npolicy = \"best\"\n",
+    );
+    let out = nodedns(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display();
+    for (at, what) in [
+        ("2:11: listen.workers:", "invalid type"),
+        ("3:1: listen:", "unknown field `bogus`"),
+        ("6:11: cache.max_ttl:", "forever"),
+        ("11:10: zones[0].policy:", "best"),
+    ] {
+        let line = format!("{file}:{at}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&line) && l.contains(what)),
+            "no `{line} ... {what}` in:\n{err}"
+        );
+    }
+}
+
+#[test]
 fn refuses_to_start_on_a_forwarding_loop() {
     let dir = tempfile::tempdir().unwrap();
     let resolv = dir.path().join("resolv.conf");

@@ -323,3 +323,52 @@ fn a_bad_config_file_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("adresses"));
 }
+
+/// The runbook's pipe: `kubectl exec POD -- cat /etc/resolv.conf | ... doctor --resolv-conf -`
+/// (doctor in the nodedns pod cannot read the job pod's file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resolv_conf_piped_on_standard_input_is_checked() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let up = registry_upstream().await;
+    let ns = Nodedns::forwarding_to(&[up.addr()], "").await;
+    let dir = TempDir::new().unwrap();
+    let config = write_config(&dir, ns.addr, &[up.addr()]);
+    let resolv = format!(
+        "nameserver {}\nsearch svc.cluster.local\noptions ndots:2\n",
+        ns.addr.ip()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+            .arg("--config")
+            .arg(&config)
+            .args(["doctor", "--name", NAME, "--resolv-conf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(resolv.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The piped file was read: its nameserver, search list and ndots are in the verdicts.
+    assert!(
+        stdout.contains(&format!(
+            "resolv.conf - nameserver: nameserver {}",
+            ns.addr.ip()
+        )),
+        "{stdout}"
+    );
+    let cost = stdout
+        .lines()
+        .find(|l| l.contains("resolv.conf lookup cost"))
+        .unwrap_or_else(|| panic!("no lookup cost line:\n{stdout}"));
+    assert!(cost.contains("ndots:2 with 1 search domain"), "{cost}");
+}

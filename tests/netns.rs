@@ -24,6 +24,8 @@ mod topology;
 mod transparent;
 #[path = "netns/underlay.rs"]
 mod underlay;
+#[path = "netns/warm.rs"]
+mod warm;
 
 use std::io::Write as _;
 use std::net::IpAddr;

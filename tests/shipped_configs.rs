@@ -339,3 +339,36 @@ fn the_transparent_component_is_the_base_config_plus_interception() {
     let k = read("daemonset/transparent/kustomization.yaml");
     assert!(k.contains("kind: Component") && k.contains("behavior: replace"));
 }
+
+/// Warm rollouts need the snapshot on a volume that outlives the pod and that the next pod
+/// on the node sees: a hostPath mounted at the snapshot's directory.
+#[test]
+fn daemonset_keeps_the_cache_snapshot_on_a_host_path_and_runs_on_linux_only() {
+    let cfg = load_shipped("daemonset/nodedns.toml");
+    let ds = read("daemonset/daemonset.yaml");
+    let snapshot = cfg
+        .cache
+        .snapshot
+        .expect("[cache] snapshot in the shipped config");
+    assert!(
+        !cfg.cache.snapshot_interval.is_zero(),
+        "periodic snapshots are on"
+    );
+    let dir = snapshot.parent().unwrap().to_str().unwrap();
+    let name = mount_name(&ds, dir).expect("a volumeMount at the snapshot's directory");
+    let volumes = &ds[ds.find("      volumes:").expect("volumes")..];
+    let volume = &volumes[volumes
+        .find(&format!("- name: {name}"))
+        .expect("the snapshot's volume")..];
+    let mut lines = volume.lines().skip(1).map(str::trim);
+    assert_eq!(lines.next(), Some("hostPath:"), "{volume}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("path: {dir}").as_str()),
+        "{volume}"
+    );
+    assert!(
+        ds.contains("nodeSelector:\n        kubernetes.io/os: linux"),
+        "daemonset.yaml lacks the linux nodeSelector"
+    );
+}

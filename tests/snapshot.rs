@@ -323,3 +323,110 @@ async fn a_fifo_at_the_snapshot_path_does_not_hold_up_start() {
         "no warning about the FIFO: {text}"
     );
 }
+
+#[tokio::test]
+async fn the_cache_is_written_every_snapshot_interval_while_serving() {
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let ns = start(&up, &path, "snapshot_interval = \"100ms\"").await;
+    let r = client::query_udp(ns.addr, "ok.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert!(answer_a(&r).contains(&REAL));
+    // Bounded in real time: 100 intervals.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() || written_count(&path) == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no snapshot with the entry written while serving"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    ns.shutdown().await;
+}
+
+/// The hand-over at the size of a full default cache: a new nodedns process started beside
+/// one serving 100k entries answers from those entries (names its upstream does not know)
+/// once it is up. The time from its start to its first answer from the handed-over cache is
+/// printed for docs/operations.md; it is not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_takes_over_100k_entries_from_the_serving_one() {
+    const N: usize = 100_000;
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let entries: Vec<Entry> = (0..N)
+        .map(|i| a_entry(&format!("n{i}.example.test."), 3600))
+        .collect();
+    write_snapshot(&path, &entries, None);
+    drop(entries);
+    let cache = "capacity = 200000\nmax_bytes = \"256MiB\"\nsnapshot_interval = \"0s\"";
+    let old = start(&up, &path, cache).await;
+    assert_eq!(old.handler.cache().len(), N);
+    // Only the socket can give the new process the entries now.
+    std::fs::remove_file(&path).unwrap();
+
+    let listen: SocketAddr = (IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()).into();
+    let text = format!(
+        "[listen]\naddresses = [\"{listen}\"]\nworkers = 1\n[admin]\naddress = \"\"\n\
+         [cache]\nsnapshot = \"{}\"\n{cache}\n{}",
+        path.display(),
+        zone(".", &[up.addr()], "")
+    );
+    let cfg = write_config(dir.path(), &text);
+    let log = dir.path().join("new.log");
+    let started = std::time::Instant::now();
+    let mut new = Daemon::start_logged(&cfg, &log);
+    let last = format!("n{}.example.test", N - 1);
+    let until = started + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client::query_udp(listen, &last, RecordType::A, None).await
+            && answer_a(&r).contains(&PLANTED)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the new process never answered from the handed-over cache:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    new.signal("TERM");
+    assert!(new.wait_exit(Duration::from_secs(20)).success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("from the serving process") && logged.contains("100000"),
+        "{logged}"
+    );
+    eprintln!(
+        "snapshot hand-over: {N} entries; the new process answered from them {took:?} after it was started"
+    );
+    old.shutdown().await;
+}
+
+/// A serving process that does not accept the hand-over within a second (stuck, or not
+/// nodedns) costs a start that second, not the warm cache: the file is loaded instead.
+#[tokio::test]
+async fn a_silent_hand_over_socket_falls_back_to_the_file() {
+    let up = upstream().await;
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    write_snapshot(&path, &[a_entry("one.example.test.", 300)], None);
+    let sock = dir.path().join("cache.snap.sock");
+    // Connections queue in its backlog; nobody ever answers.
+    let silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ns = start(&up, &path, "snapshot_interval = \"0s\"").await;
+    assert_eq!(ns.handler.cache().len(), 1, "the file was not loaded");
+    let r = client::query_udp(ns.addr, "one.example.test", RecordType::A, None)
+        .await
+        .unwrap();
+    assert!(answer_a(&r).contains(&PLANTED));
+    ns.shutdown().await;
+    drop(silent);
+}

@@ -12,6 +12,7 @@ mod locate;
 mod raw;
 mod reference;
 pub mod resolv;
+mod structure;
 mod units;
 mod validate;
 mod zones;
@@ -106,6 +107,9 @@ pub struct Cache {
     pub max_waiters_per_key: usize,
     /// Warm-restart snapshot file (default none).
     pub snapshot: Option<PathBuf>,
+    /// With `snapshot` set, the cache is also written this often while serving (default
+    /// `5m`; `0s`: only at SIGTERM).
+    pub snapshot_interval: Duration,
 }
 
 /// TTL clamps, global in `[cache]` and overridable per zone.
@@ -314,8 +318,8 @@ pub fn parse_str_with_env(
     env: Env<'_>,
 ) -> Result<Config, ConfigError> {
     let mut diags = locate::Diags::new(origin, text);
-    // Parsed twice: once into a spanned tree that maps an error's offset to its key path,
-    // once into the schema. Config files are small and read rarely.
+    // Parsed once into a spanned tree, which maps an error's offset to its key path and is
+    // then deserialized into the schema. Config files are small and read rarely.
     let tree = match toml::de::DeTable::parse(text) {
         Ok(tree) => tree,
         Err(error) => {
@@ -324,16 +328,24 @@ pub fn parse_str_with_env(
             return Err(ConfigError(diags.items));
         }
     };
-    let raw: raw::RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(error) => {
-            locate::toml_error(&mut diags, &error, Some(tree.get_ref()));
-            return Err(ConfigError(diags.items));
-        }
+    // Every unknown key and wrong type, not only the first; what is left is validated too.
+    let raw = structure::deserialize(&mut diags, &tree);
+    let Some(raw) = raw else {
+        return Err(ConfigError(diags.items));
     };
+    let structural = diags.items.len();
     let mut check = check::Check { diags };
     let config = validate::build(&mut check, &raw, base_dir, env);
     let mut items = check.diags.items;
+    // A key cut for its shape is missing to validation: its problem is said once.
+    let (shape, checked) = items.split_at(structural);
+    let checked: Vec<Diagnostic> = checked
+        .iter()
+        .filter(|d| !shape.iter().any(|s| s.key == d.key))
+        .cloned()
+        .collect();
+    items.truncate(structural);
+    items.extend(checked);
     match config {
         Some(config) if items.is_empty() => Ok(config),
         _ => {

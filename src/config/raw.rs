@@ -63,6 +63,7 @@ pub struct RawCache {
     pub prefetch: Option<bool>,
     pub max_waiters_per_key: Opt<i64>,
     pub snapshot: Opt<String>,
+    pub snapshot_interval: Opt<Scalar>,
 }
 
 /// The TTL clamps a zone may override: `cache = { max_ttl = "30s" }`.
@@ -92,7 +93,8 @@ pub struct RawForward {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
-    pub name: Spanned<String>,
+    /// Required; optional here so that a zone without one is reported with the rest.
+    pub name: Opt<String>,
     pub upstreams: Opt<Vec<Spanned<String>>>,
     pub resolv_conf: Opt<String>,
     pub transport: Opt<String>,

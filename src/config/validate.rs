@@ -234,6 +234,12 @@ fn cache(c: &mut Check<'_>, raw: &RawCache, base_dir: &Path) -> (Option<Cache>, 
             "empty path: leave the key out for none",
         );
     }
+    let snapshot_interval = c.duration(
+        "cache.snapshot_interval",
+        &raw.snapshot_interval,
+        5 * MINUTE,
+    );
+    let snapshot_interval = c.at_most(snapshot_interval, 24 * HOUR);
     let cache = (|| {
         Some(Cache {
             capacity: capacity?.value,
@@ -244,6 +250,7 @@ fn cache(c: &mut Check<'_>, raw: &RawCache, base_dir: &Path) -> (Option<Cache>, 
             prefetch: raw.prefetch.unwrap_or(true),
             max_waiters_per_key: waiters?.value,
             snapshot,
+            snapshot_interval: snapshot_interval?.value,
         })
     })();
     (cache, ttl)

@@ -160,10 +160,24 @@ pub fn zones(
             env,
             intercepted,
         };
-        let name = zone_name(c, &ctx, &raw.get_ref().name, &seen);
-        if let Some(name) = &name {
-            seen.push((name.clone(), raw.get_ref().name.span()));
-        }
+        let name = match &raw.get_ref().name {
+            Some(spanned) => {
+                let name = zone_name(c, &ctx, spanned, &seen);
+                if let Some(name) = &name {
+                    seen.push((name.clone(), spanned.span()));
+                }
+                name
+            }
+            None => {
+                let key = format!("{}.name", ctx.key);
+                c.error(
+                    Some(raw.span()),
+                    &key,
+                    "missing field `name`: every zone needs one",
+                );
+                None
+            }
+        };
         match (name, zone(c, &ctx, raw)) {
             (Some(name), Some(zone)) => {
                 // The default probe names the zone, known only now.

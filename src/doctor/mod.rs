@@ -81,9 +81,17 @@ pub async fn run(cfg: &Config, source: &str, opts: &Options) -> Report {
     report
 }
 
+/// Checks the resolv.conf at `path`; `-` reads it from standard input, as piped from the pod
+/// (`kubectl exec POD -- cat /etc/resolv.conf | ... doctor --resolv-conf -`): doctor in the
+/// nodedns pod cannot read another pod's files.
 fn resolv_conf(path: &std::path::Path, cfg: &Config, names: &[String]) -> Vec<Verdict> {
     let shown = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    let text = if path.as_os_str() == "-" {
+        read_stdin()
+    } else {
+        std::fs::read_to_string(path)
+    };
+    match text {
         Ok(text) => resolv::check(&shown, &text, &cfg.listen.addresses, names),
         Err(e) => vec![Verdict::fail(
             format!("resolv.conf {shown}"),
@@ -91,4 +99,15 @@ fn resolv_conf(path: &std::path::Path, cfg: &Config, names: &[String]) -> Vec<Ve
             "copy it out of the pod first: `kubectl exec POD -- cat /etc/resolv.conf > pod-resolv.conf`",
         )],
     }
+}
+
+/// Standard input as text, at most [`crate::config::MAX_FILE`] bytes (a resolv.conf is a few
+/// lines).
+fn read_stdin() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(crate::config::MAX_FILE)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }

@@ -10,7 +10,7 @@
 
 use std::fs::{File, Metadata};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
@@ -78,8 +78,28 @@ fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, File)> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no temporary file name was free")))
 }
 
+/// Makes the snapshot's directory private before anything is written or bound in it:
+/// creates it mode 0700 when missing (its parent must exist), and takes read and search
+/// access away from group and others when it is this user's and nobody else may write it (a
+/// kubelet creates a `hostPath` directory 0755). A directory others may write is left as
+/// it is, and refused where it is used.
+pub(super) fn prepare_directory(path: &Path) -> Result<(), SnapshotError> {
+    let dir = directory(path);
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    let meta = std::fs::metadata(dir)?;
+    check_owner(&meta, "directory")?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// The directory holding `path` (the current one for a bare name).
-fn directory(path: &Path) -> &Path {
+pub(super) fn directory(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -88,7 +108,7 @@ fn directory(path: &Path) -> &Path {
 
 /// Refuses a file or directory that another user owns or that a group or other users may
 /// write: whoever can write it can put answers in this node's cache.
-fn check_owner(meta: &Metadata, what: &'static str) -> Result<(), SnapshotError> {
+pub(super) fn check_owner(meta: &Metadata, what: &'static str) -> Result<(), SnapshotError> {
     let euid = effective_uid();
     if meta.uid() != euid {
         return Err(SnapshotError::NotOurs(format!(
@@ -217,5 +237,32 @@ mod tests {
         write_private(&path, &[7; 100]);
         assert_eq!(read(&path, 100).unwrap().len(), 100);
         assert!(matches!(read(&path, 99), Err(SnapshotError::TooLarge)));
+    }
+
+    #[test]
+    fn the_directory_is_made_private_but_one_others_may_write_is_left_alone() {
+        let parent = private_dir();
+        let dir = parent.path().join("state");
+        let path = dir.join("cache.snap");
+        prepare_directory(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "created");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_directory(&path).unwrap();
+        assert_eq!(
+            mode(&dir),
+            0o700,
+            "tightened as a kubelet leaves a hostPath"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            prepare_directory(&path),
+            Err(SnapshotError::NotOurs(_))
+        ));
+        assert_eq!(
+            mode(&dir),
+            0o777,
+            "a directory others may write was changed"
+        );
     }
 }

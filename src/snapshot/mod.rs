@@ -1,10 +1,12 @@
-//! Warm restart: the cache written to a file on shutdown and read back at start.
+//! Warm restart: the cache written to a file (periodically and on shutdown), handed from the
+//! serving process to the one replacing it, and read back at start.
 //!
 //! A DaemonSet rollout restarts nodedns on every node; without this, each restart sends a
 //! burst of misses to the underlay resolvers and slows every pod's first lookups. This
-//! module owns the file format and the checks an entry must pass to be served again
-//! ([`check`]); [`file`] owns who may have written the file and how it is replaced; the
-//! cache decides what an entry is.
+//! module owns the format and the checks an entry must pass to be served again
+//! ([`check`]); [`file`] owns who may have written the file and how it is replaced; [`peer`]
+//! owns the hand-over socket; [`warm`] the order a start and a running process take these
+//! steps in. The cache decides what an entry is.
 //!
 //! Format (all integers big-endian): the magic `nodedns-cache\0` and a version byte, an
 //! entry count (u32), the entries, then a CRC-32 of everything before it. Each entry: kind
@@ -22,8 +24,10 @@
 
 mod check;
 mod file;
+mod peer;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +38,8 @@ use crate::cache::{Cache, EntryKind, TtlPolicy};
 use crate::regular_file::ReadError;
 
 pub use check::EntryError;
+pub use peer::{ANSWER_WITHIN, REQUEST, socket_path};
+pub use warm::{Keeper, Origin, warm_start};
 
 const MAGIC: &[u8] = b"nodedns-cache\0\x01";
 /// Largest snapshot read: a 64 MiB cache plus per-entry framing fits well within it.
@@ -91,9 +97,23 @@ pub struct Loaded {
     pub dropped: usize,
 }
 
+/// A snapshot's bytes, as written to the file or handed to a new process.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub entries: usize,
+}
+
 /// Writes every cache entry still within its stale window to `path`, atomically.
 /// Returns the number of entries written.
 pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> Result<usize, SnapshotError> {
+    let encoded = encode(cache, stale_max);
+    file::write(path, &encoded.bytes)?;
+    Ok(encoded.entries)
+}
+
+/// Every cache entry still within its stale window, in the snapshot format.
+pub fn encode(cache: &Cache, stale_max: Duration) -> Encoded {
     let (now, wall) = (Instant::now(), now_ms());
     let mut body = Vec::with_capacity(cache.bytes() + 64);
     body.extend_from_slice(MAGIC);
@@ -128,8 +148,10 @@ pub fn write(cache: &Cache, path: &Path, stale_max: Duration) -> Result<usize, S
     body[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&count.to_be_bytes());
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_be_bytes());
-    file::write(path, &body)?;
-    Ok(count as usize)
+    Encoded {
+        bytes: body,
+        entries: count as usize,
+    }
 }
 
 /// Reads `path` into `cache`, all or nothing. `policy` gives the TTL rules of the zone that

@@ -198,6 +198,13 @@ const BAD: &[(&str, usize, usize, &str, &str)] = &[
         "cache.servfail_ttl",
         "RFC 2308 §7.1",
     ),
+    (
+        "structural_and_semantic.toml",
+        3,
+        34,
+        "listen.addresses[1]",
+        "invalid type: integer `7`, expected a string",
+    ),
     ("syntax.toml", 5, 12, "cache.capacity", "extra `=`"),
     (
         "unknown_key.toml",
@@ -343,4 +350,29 @@ fn embedded_default_documents_the_real_defaults() {
     }
     let documented = parse_str(&text, "uncommented").unwrap();
     assert_eq!(documented, embedded_default().unwrap());
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_reported_with_every_other_problem() {
+    let diags = load_file(&fixtures("bad").join("structural_and_semantic.toml"))
+        .unwrap_err()
+        .0;
+    let found: Vec<(usize, usize, &str)> = diags
+        .iter()
+        .map(|d| (d.line, d.column, d.key.as_str()))
+        .collect();
+    let expected = [
+        (3, 34, "listen.addresses[1]"),
+        (4, 11, "listen.workers"),
+        (5, 1, "listen"),
+        (8, 11, "cache.max_ttl"),
+        (9, 1, "cache"),
+        (12, 8, "zones[0].name"),
+        (18, 28, "zones[1].cache"),
+        (19, 10, "zones[1].policy"),
+    ];
+    assert_eq!(found, expected, "{diags:#?}");
+    assert!(diags[2].reason.contains("unknown field `bogus`"));
+    assert!(diags[4].reason.contains("unknown field `typo_key`"));
+    assert!(diags[6].reason.contains("unknown field `nope`"));
 }

@@ -115,7 +115,7 @@ fn log_settings_are_checked() {
 #[test]
 fn wrong_types_and_missing_names_point_at_the_zone() {
     let d = &errors("[[zones]]\nupstreams = [\"127.0.0.1\"]\n")[0];
-    assert_eq!((d.line, d.key.as_str()), (1, "zones[0]"));
+    assert_eq!((d.line, d.key.as_str()), (1, "zones[0].name"));
     assert!(d.reason.contains("missing field `name`"), "{d:?}");
     let d = &errors(&format!("[cache]\ncapacity = \"lots\"\n{ZONE}"))[0];
     assert_eq!(
