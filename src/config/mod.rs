@@ -5,6 +5,7 @@
 //! `resolv_conf` zones are resolved into upstream lists here, with the loop guard. It does not
 //! own reloading or watching files; the runtime does that and calls [`load_file`] again.
 
+mod admin;
 mod bounds;
 mod check;
 mod intercept;
@@ -13,6 +14,7 @@ mod raw;
 mod reference;
 pub mod resolv;
 mod structure;
+mod ttl;
 mod units;
 mod validate;
 mod zones;
@@ -37,7 +39,7 @@ pub struct Config {
     pub listen: Listen,
     pub interface: Interface,
     pub cache: Cache,
-    pub forward: Forward,
+    pub forward: ForwardSettings,
     pub zones: Vec<Zone>,
     pub admin: Admin,
     pub log: Log,
@@ -123,7 +125,7 @@ pub struct CacheTtl {
 
 /// `[forward]`: attempts, timeouts and health, for every zone.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Forward {
+pub struct ForwardSettings {
     /// Upstream attempts per client query at most (default 3).
     pub attempts: u32,
     /// Overall budget for one client query (default `2s`).

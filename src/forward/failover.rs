@@ -25,7 +25,7 @@ use crate::stats::{ErrorKind, Stats, UpstreamCounters, inc};
 use crate::wire;
 
 use super::upstream::error_of_rcode;
-use super::{ExchangeError, ForwardError, Forwarded, Reply, Settings};
+use super::{ExchangeError, ForwardError, ForwardSettings, Forwarded, Reply};
 
 /// What the failover loop needs of one upstream: an exchange, the attempt timeout, and
 /// where to count what came of it.
@@ -52,7 +52,7 @@ pub trait Exchange: Clone {
 type Attempt<E> = (u32, E, Instant, Reply);
 
 /// What one finished attempt was worth.
-pub enum Verdict {
+pub enum Judgement {
     Answer(Forwarded),
     ServFail(Forwarded),
     Failed,
@@ -122,7 +122,7 @@ pub async fn run<E, F>(
     order: &[E],
     query: &[u8],
     apex: &[u8],
-    settings: &Settings,
+    settings: &ForwardSettings,
     stats: &Stats,
     origin: Instant,
     first: First<F>,
@@ -190,7 +190,7 @@ impl<'a, E: Exchange> Failover<'a, E> {
         order: &'a [E],
         query: &'a [u8],
         apex: &'a [u8],
-        settings: &Settings,
+        settings: &ForwardSettings,
         stats: &'a Stats,
         origin: Instant,
         first: &E,
@@ -279,8 +279,8 @@ impl<'a, E: Exchange> Failover<'a, E> {
             self.slow = None;
         }
         match judge(&up, t0, result, self.charged.contains(&n), self.apex) {
-            Verdict::Answer(a) => Step::Answer(a),
-            Verdict::ServFail(f) => {
+            Judgement::Answer(a) => Step::Answer(a),
+            Judgement::ServFail(f) => {
                 self.servfails += 1;
                 self.servfail.get_or_insert(f);
                 if self.servfails >= 2 {
@@ -289,7 +289,7 @@ impl<'a, E: Exchange> Failover<'a, E> {
                     Step::Next
                 }
             }
-            Verdict::Failed => Step::Next,
+            Judgement::Failed => Step::Next,
         }
     }
 
@@ -343,7 +343,7 @@ pub fn judge<E: Exchange>(
     result: Reply,
     charged: bool,
     apex: &[u8],
-) -> Verdict {
+) -> Judgement {
     let reply = match result {
         Ok(reply) => reply,
         Err(e) => {
@@ -354,7 +354,7 @@ pub fn judge<E: Exchange>(
                     ExchangeError::Network(_) => ErrorKind::Network,
                 });
             }
-            return Verdict::Failed;
+            return Judgement::Failed;
         }
     };
     let rtt = t0.elapsed();
@@ -362,7 +362,7 @@ pub fn judge<E: Exchange>(
     let Some(rcode) = wire::Header::parse(&reply).map(|h| h.rcode()) else {
         // Shorter than a header: not an answer, but not a sign of unreachability either.
         up.failure(ErrorKind::FormErr);
-        return Verdict::Failed;
+        return Judgement::Failed;
     };
     // A well-formed reply, whatever its rcode: the upstream is reachable (health is
     // reachability; an rcode speaks of this query only).
@@ -372,7 +372,7 @@ pub fn judge<E: Exchange>(
         Some(ErrorKind::ServFail) => true,
         Some(kind) => {
             up.failure(kind);
-            return Verdict::Failed;
+            return Judgement::Failed;
         }
     };
     let mut stored = Vec::with_capacity(reply.len() + 16);
@@ -381,7 +381,7 @@ pub fn judge<E: Exchange>(
         Err(e) => {
             tracing::debug!(upstream = %up.addr(), error = %e, "malformed upstream answer");
             up.counters().malformed();
-            return Verdict::Failed;
+            return Judgement::Failed;
         }
     };
     up.counters().dropped_records(analysis.dropped);
@@ -392,9 +392,9 @@ pub fn judge<E: Exchange>(
     };
     if servfail {
         up.failure(ErrorKind::ServFail);
-        Verdict::ServFail(forwarded)
+        Judgement::ServFail(forwarded)
     } else {
-        Verdict::Answer(forwarded)
+        Judgement::Answer(forwarded)
     }
 }
 

@@ -31,11 +31,11 @@ use crate::config::{self, Policy, Transport};
 use crate::stats::{Stats, UpstreamStatus, inc};
 use crate::wire;
 
-pub use failover::{Exchange, First, Verdict, judge};
+pub use failover::{Exchange, First, Judgement, judge};
 pub use upstream::Upstream;
 
 /// Failover and health settings: the `[forward]` section as validated.
-pub use crate::config::Forward as Settings;
+pub use crate::config::ForwardSettings;
 
 /// Why one exchange with one upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ type UpstreamMap = HashMap<(SocketAddr, Transport), Arc<Upstream>>;
 /// Upstreams shared by address and transport, so that two zones naming the same resolver
 /// share its health state and TCP connection.
 pub struct UpstreamSet {
-    settings: Arc<Settings>,
+    settings: Arc<ForwardSettings>,
     stats: Arc<Stats>,
     by_addr: UpstreamMap,
     /// The set this one replaces (config reload): its upstreams are reused, with their
@@ -96,7 +96,7 @@ pub struct UpstreamSet {
 }
 
 impl UpstreamSet {
-    pub fn new(settings: Settings, stats: Arc<Stats>) -> UpstreamSet {
+    pub fn new(settings: ForwardSettings, stats: Arc<Stats>) -> UpstreamSet {
         UpstreamSet {
             settings: Arc::new(settings),
             stats,
@@ -107,7 +107,7 @@ impl UpstreamSet {
 
     /// An empty set for a reloaded config that reuses this set's upstreams as zones name
     /// them again. Call [`UpstreamSet::seal`] once every zone is built.
-    pub fn successor(&self, settings: Settings) -> UpstreamSet {
+    pub fn successor(&self, settings: ForwardSettings) -> UpstreamSet {
         UpstreamSet {
             settings: Arc::new(settings),
             stats: self.stats.clone(),
@@ -176,7 +176,7 @@ impl UpstreamSet {
 
 /// The failover loop.
 pub struct Forwarder {
-    settings: Settings,
+    settings: ForwardSettings,
     stats: Arc<Stats>,
 }
 
@@ -211,7 +211,7 @@ impl Plan {
 }
 
 impl Forwarder {
-    pub fn new(settings: Settings, stats: Arc<Stats>) -> Forwarder {
+    pub fn new(settings: ForwardSettings, stats: Arc<Stats>) -> Forwarder {
         Forwarder { settings, stats }
     }
 
@@ -256,10 +256,10 @@ impl Forwarder {
 
     /// Judges the result of the first attempt, sent to [`Plan::first`] at the plan's
     /// origin, as the failover loop would.
-    pub fn judge_first(&self, plan: &Plan, result: Reply, apex: &[u8]) -> Verdict {
+    pub fn judge_first(&self, plan: &Plan, result: Reply, apex: &[u8]) -> Judgement {
         match plan.first() {
             Some(up) => judge(up, plan.origin, result, false, apex),
-            None => Verdict::Failed,
+            None => Judgement::Failed,
         }
     }
 }

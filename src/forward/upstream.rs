@@ -27,7 +27,7 @@ use crate::wire;
 use super::failover::Exchange;
 use super::probe;
 use super::udp::{InlineWaiter, UdpPool};
-use super::{ExchangeError, Reply, Settings, tcp::TcpPool};
+use super::{ExchangeError, ForwardSettings, Reply, tcp::TcpPool};
 
 /// Whether `kind` says the upstream cannot be reached (and so counts toward down), as
 /// opposed to an answer it gave.
@@ -68,7 +68,7 @@ pub struct Upstream {
     pub(super) tcp: TcpPool,
     udp: UdpPool,
     /// Swapped by a config reload; health and connections stay.
-    pub(super) settings: ArcSwap<Settings>,
+    pub(super) settings: ArcSwap<ForwardSettings>,
     /// The probe question in upstream form; set by the first zone that names this upstream.
     pub(super) probe: ArcSwap<Vec<u8>>,
     /// Restarts a running probe's schedule: marked down while the start-up probe was backing
@@ -80,7 +80,7 @@ impl Upstream {
     pub fn new(
         addr: SocketAddr,
         transport: Transport,
-        settings: Arc<Settings>,
+        settings: Arc<ForwardSettings>,
         stats: Arc<Stats>,
     ) -> Upstream {
         let label = label(addr, transport);
@@ -98,7 +98,7 @@ impl Upstream {
     }
 
     /// Applies reloaded settings.
-    pub fn set_settings(&self, settings: Arc<Settings>) {
+    pub fn set_settings(&self, settings: Arc<ForwardSettings>) {
         self.settings.store(settings);
     }
 

@@ -21,7 +21,7 @@ use super::{Miss, Resolver};
 use crate::coalesce::Completion;
 use crate::forward::udp::{InlineWaiter, LateReply};
 use crate::forward::{
-    ExchangeError, First, ForwardError, Forwarded, Plan, Reply, Verdict, failover,
+    ExchangeError, First, ForwardError, Forwarded, Judgement, Plan, Reply, failover,
 };
 use crate::wire;
 
@@ -151,9 +151,9 @@ impl<R: ReplyTo> InlineMiss<R> {
     fn judged(self, result: Result<Vec<u8>, ExchangeError>) {
         let apex = &self.zone.upstreams.apex;
         match self.routing.forwarder.judge_first(&self.plan, result, apex) {
-            Verdict::Answer(answer) => self.finish(Ok(answer)),
-            Verdict::ServFail(servfail) => self.resume(Resume::Judged(Some(servfail))),
-            Verdict::Failed => self.resume(Resume::Judged(None)),
+            Judgement::Answer(answer) => self.finish(Ok(answer)),
+            Judgement::ServFail(servfail) => self.resume(Resume::Judged(Some(servfail))),
+            Judgement::Failed => self.resume(Resume::Judged(None)),
         }
     }
 }

@@ -20,11 +20,13 @@
 //! hickory-proto is the oracle for this module's tests, never a dependency of its code.
 
 mod chaos;
+mod names;
 mod query;
 mod reply;
 mod reply_header;
 mod response;
 mod scope;
+mod stored;
 mod upstream;
 mod validate;
 
@@ -35,7 +37,8 @@ pub use chaos::{Identity, chaos_reply};
 pub use query::{ClientEdns, Query, QueryError, error_reply, parse_query};
 pub use reply::{Client, TtlRewrite, write_reply};
 pub use reply_header::{ClientHeader, set_reply_header};
-pub use response::{Analysis, Kind, Layout, WireError, normalize_for_zone, normalize_response};
+pub use response::{normalize_for_zone, normalize_response};
+pub use stored::{Analysis, Kind, Layout, WireError};
 pub use upstream::{Mismatch, build_upstream_query, check_reply};
 
 /// Length of the fixed DNS header (RFC 1035 §4.1.1).

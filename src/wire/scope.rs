@@ -6,7 +6,7 @@
 //! check names (`response` and `validate` do): it is told each record's owner, already
 //! decompressed and lowercased, and compares names as such.
 
-use super::validate::{Name, Names};
+use super::names::{Name, Names};
 use super::{Rr, WalkError, rtype};
 
 /// The longest chain followed: the question's name and this many CNAME/DNAME targets less

@@ -129,7 +129,7 @@ fn reply(from: u8, rcode: u8) -> Vec<u8> {
     r
 }
 
-fn settings() -> Settings {
+fn settings() -> ForwardSettings {
     let text = "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\n\
                 [forward]\nattempts = 3\ndeadline = \"2s\"\n";
     crate::config::parse_str(text, "t").unwrap().forward
