@@ -30,6 +30,7 @@
 //! - [`cache`]: what is cached for how long, and the bounded store under it.
 //! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
+//! - `acl`: which sources are answered (`listen.allow`), checked before any parsing.
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.
@@ -42,6 +43,7 @@
 //! private, and what the binary, tests, benchmarks and examples use of it is re-exported
 //! below.
 
+mod acl;
 mod admin;
 mod app;
 pub mod cache;

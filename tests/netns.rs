@@ -43,6 +43,8 @@ use underlay::{REGISTRY_V4, REGISTRY_V6, SHORT_TTL_SECS, SHORT_V4, WILD_V4, big_
 /// resolvers, in order, for every name.
 const CONFIG: &str = r#"
 [listen]
+# The test's addresses (benchmarking ranges) are not in the default allow list.
+allow = ["127.0.0.0/8", "169.254.0.0/16", "198.18.0.0/15", "2001:2::/48"]
 addresses = ["169.254.20.10:53"]
 [cache]
 stale_max = "1h"

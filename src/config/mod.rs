@@ -65,6 +65,20 @@ pub struct Listen {
     pub max_inflight: usize,
     /// On SIGTERM/SIGINT, how long in-flight queries may finish (default `5s`).
     pub drain_timeout: Duration,
+    /// The sources answered (default [`crate::acl::DEFAULT_ALLOW`]: loopback, link-local,
+    /// RFC 1918, 100.64.0.0/10 and ULA).
+    pub allow: crate::acl::Allow,
+    /// What another source gets (default `refuse`).
+    pub deny_action: DenyAction,
+}
+
+/// `listen.deny_action`: what a source outside `listen.allow` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyAction {
+    /// REFUSED, with the query's ID: a misconfigured client learns why at once.
+    Refuse,
+    /// Nothing: an open-resolver scan or a reflection attempt gets no bytes at all.
+    Drop,
 }
 
 /// `[interface]`: the node's link-local interface (Kubernetes node mode).

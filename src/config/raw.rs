@@ -34,6 +34,8 @@ pub struct RawListen {
     pub tcp_max_pipelined: Opt<i64>,
     pub max_inflight: Opt<i64>,
     pub drain_timeout: Opt<Scalar>,
+    pub allow: Opt<Vec<Spanned<String>>>,
+    pub deny_action: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,11 +11,12 @@ use super::admin::{admin, log};
 use super::bounds::*;
 use super::check::{Check, Field};
 use super::intercept;
-use super::raw::{RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
+use super::raw::{Opt, RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
 use super::ttl::{self, TtlFields};
 use super::units::parse_listen;
 use super::zones;
-use super::{Cache, Config, ForwardSettings, Interface};
+use super::{Cache, Config, DenyAction, ForwardSettings, Interface};
+use crate::acl::Allow;
 
 const DEFAULT_LISTEN: &str = "169.254.20.10:53";
 
@@ -112,6 +113,8 @@ fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
     );
     let drain = c.duration("listen.drain_timeout", &raw.drain_timeout, 5 * SECOND);
     let drain = c.at_most(drain, 10 * MINUTE);
+    let allow = listen_allow(c, &raw.allow);
+    let deny_action = deny_action(c, &raw.deny_action);
     Some(super::Listen {
         addresses: addresses?,
         workers: workers?.value,
@@ -121,7 +124,39 @@ fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
         tcp_max_pipelined: pipelined?.value,
         max_inflight: max_inflight?.value,
         drain_timeout: drain?.value,
+        allow: allow?,
+        deny_action: deny_action?,
     })
+}
+
+/// `listen.allow`: address blocks, each checked on its own so every bad one is reported.
+fn listen_allow(c: &mut Check<'_>, raw: &Opt<Vec<Spanned<String>>>) -> Option<Allow> {
+    const KEY: &str = "listen.allow";
+    let Some(raw) = raw else {
+        return Some(Allow::default());
+    };
+    let mut ok = true;
+    for text in raw.get_ref() {
+        if let Err(reason) = Allow::parse(&[text.get_ref()]) {
+            c.error(Some(text.span()), KEY, reason);
+            ok = false;
+        }
+    }
+    let list: Vec<&str> = raw.get_ref().iter().map(|t| t.get_ref().as_str()).collect();
+    ok.then(|| Allow::parse(&list).ok()).flatten()
+}
+
+fn deny_action(c: &mut Check<'_>, raw: &Opt<String>) -> Option<DenyAction> {
+    let action = c.plain("listen.deny_action", raw, "refuse".to_owned());
+    match action.value.as_str() {
+        "refuse" => Some(DenyAction::Refuse),
+        "drop" => Some(DenyAction::Drop),
+        other => {
+            let reason = format!("{other:?} is not one of \"refuse\", \"drop\"");
+            c.error(action.span.clone(), &action.key, reason);
+            None
+        }
+    }
 }
 
 fn listen_addresses(

@@ -105,6 +105,12 @@ pub const DEFS: &[Def] = &[
         "Misses answered SERVFAIL because too many queries were in flight.",
     ),
     def(
+        "nodedns_denied_total",
+        C,
+        &["action"],
+        "Queries from sources outside listen.allow: answered REFUSED (action refuse) or dropped (action drop), before anything past the header was read.",
+    ),
+    def(
         "nodedns_upstream_requests_total",
         C,
         &["upstream", "proto"],

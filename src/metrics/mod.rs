@@ -191,6 +191,9 @@ impl Metrics {
         ] {
             counter(r, name, &[]).absolute(s.get(hot));
         }
+        for (action, hot) in [("refuse", Hot::DeniedRefused), ("drop", Hot::DeniedDropped)] {
+            counter(r, "nodedns_denied_total", &[("action", action)]).absolute(s.get(hot));
+        }
         for reason in DropReason::ALL {
             counter(r, "nodedns_dropped_total", &[("reason", reason.label())])
                 .absolute(s.dropped(reason));

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::{Fast, Miss, Proto, Resolver};
 use crate::cache::{self, EntryKind, Lookup};
+use crate::config::DenyAction;
 use crate::querylog::{self, Source};
 use crate::stats::{DropReason, Hot};
 use crate::wire::{self, Query, TtlRewrite};
@@ -31,6 +32,11 @@ impl Resolver {
             Proto::Udp => Hot::RequestsUdp,
             Proto::Tcp => Hot::RequestsTcp,
         });
+        let routing = self.routing.load();
+        // Before any parsing past the header: a source we do not serve costs no more.
+        if !routing.allow.allows(client.ip()) {
+            return self.deny(pkt, routing.deny, out);
+        }
         let q = match wire::parse_query(pkt) {
             Ok(q) => q,
             Err(e) => return self.reject(pkt, e, out),
@@ -39,7 +45,6 @@ impl Resolver {
         if q.qclass == wire::class::CH {
             return self.chaos(pkt, &q, out);
         }
-        let routing = self.routing.load();
         // The copy is written while the entry's shard is read-locked (no reference is taken);
         // what needs more than a copy (the log, a prefetch flight) happens after.
         let served = self.cache.serve_fresh(q.cache_key(), now, |entry, age| {
@@ -169,5 +174,24 @@ pub(super) fn client_of<'q>(q: &Query<'q>, proto: Proto, udp_cap: u16) -> wire::
             Proto::Udp => q.udp_limit(udp_cap),
             Proto::Tcp => TCP_MAX,
         },
+    }
+}
+
+impl Resolver {
+    /// A query from a source outside `listen.allow`: REFUSED from its header alone, or
+    /// nothing, per `listen.deny_action`; counted either way.
+    #[cold]
+    fn deny<'p>(&self, pkt: &[u8], action: DenyAction, out: &mut Vec<u8>) -> Fast<'p> {
+        match action {
+            DenyAction::Refuse if wire::refused_by_header(pkt, out) => {
+                self.stats.inc(Hot::DeniedRefused);
+                Fast::Reply
+            }
+            // No header to answer, or a response: nothing is sent, as for any source.
+            DenyAction::Refuse | DenyAction::Drop => {
+                self.stats.inc(Hot::DeniedDropped);
+                Fast::Drop
+            }
+        }
     }
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::acl::Allow;
 use crate::cache::{self, TtlPolicy};
-use crate::config::{self, Config};
+use crate::config::{self, Config, DenyAction};
 use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
 use crate::querylog::Sampler;
 use crate::stats::{Stats, ZoneCounters};
@@ -32,6 +33,9 @@ pub(super) struct Routing {
     pub stale_client_timeout: Duration,
     pub prefetch: bool,
     pub querylog: Sampler,
+    /// The sources answered, and what the others get.
+    pub allow: Allow,
+    pub deny: DenyAction,
 }
 
 impl Routing {
@@ -55,6 +59,8 @@ impl Routing {
             stale_client_timeout: cfg.cache.stale_client_timeout,
             prefetch: cfg.cache.prefetch,
             querylog: Sampler::new(cfg.log.queries),
+            allow: cfg.listen.allow.clone(),
+            deny: cfg.listen.deny_action,
         }
     }
 }

@@ -75,11 +75,15 @@ pub enum Hot {
     Coalesced,
     /// Misses refused because too many clients wait on one key or too many keys are in flight.
     Overload,
+    /// Queries from a source outside `listen.allow`, answered REFUSED.
+    DeniedRefused,
+    /// Queries from a source outside `listen.allow`, dropped (`deny_action = "drop"`).
+    DeniedDropped,
 }
 
 /// Responses are counted by rcode; full 12-bit rcodes above 23 share the last slot.
 pub const RCODE_SLOTS: usize = 24;
-const HOT_NAMED: usize = Hot::Overload as usize + 1;
+const HOT_NAMED: usize = Hot::DeniedDropped as usize + 1;
 const RESPONSES_AT: usize = HOT_NAMED;
 const DROPPED_AT: usize = RESPONSES_AT + RCODE_SLOTS;
 const SLOTS: usize = DROPPED_AT + DropReason::ALL.len();

@@ -229,6 +229,36 @@ fn read_additional(
     Ok(edns)
 }
 
+/// REFUSED for a source nodedns does not serve: the header alone (QDCOUNT=0), written from
+/// nothing but the query's header, so a refused source costs no parsing. `false` when `buf`
+/// holds no header, or holds a response: answering one would let two servers bounce it
+/// between them.
+pub fn refused_by_header(buf: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let Some(client) = Header::parse(buf) else {
+        return false;
+    };
+    if client.flags & flag::QR != 0 {
+        return false;
+    }
+    let header = Header {
+        id: client.id,
+        flags: super::rcode::REFUSED,
+        qdcount: 0,
+        ancount: 0,
+        nscount: 0,
+        arcount: 0,
+    };
+    header.write(out);
+    let echo = ClientHeader {
+        id: client.id,
+        flags: client.flags,
+        dnssec_ok: false,
+    };
+    set_reply_header(out, &echo);
+    true
+}
+
 /// Writes an error reply for the query in `buf` with `rcode` into `out` (cleared first).
 ///
 /// The header follows [`set_reply_header`] (the client's ID, opcode, RD and CD, QR=1, RA=1; for

@@ -77,6 +77,7 @@ impl Drop for Namespace {
 fn node_mode_config(teardown: bool) -> String {
     format!(
         "[listen]\naddresses = [\"{NODE_DNS}:53\"]\ndrain_timeout = \"1s\"\n\
+         allow = [\"127.0.0.0/8\", \"169.254.0.0/16\", \"198.18.0.0/15\"]\n\
          [interface]\nmanage = true\nnotrack = true\ncheck_interval = \"1s\"\n\
          teardown_on_exit = {teardown}\n\
          [admin]\naddress = \"\"\n\

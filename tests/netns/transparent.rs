@@ -143,6 +143,7 @@ fn start_transparent(net: &Topology, run: usize) -> (Daemon, std::path::PathBuf)
     let socket = dir.join(format!("admin{run}.sock"));
     let config = format!(
         "[listen]\naddresses = [\"169.254.20.10:53\"]\ndrain_timeout = \"1s\"\n\
+         allow = [\"127.0.0.0/8\", \"169.254.0.0/16\", \"198.18.0.0/15\"]\n\
          [interface]\nmanage = true\ncheck_interval = \"1s\"\n\
          intercept = [\"{CLUSTER_IP}\"]\ninstance_lock = \"{}\"\n\
          [admin]\naddress = \"\"\nsocket = \"{}\"\n\
