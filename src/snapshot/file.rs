@@ -130,12 +130,7 @@ pub(super) fn check_owner(meta: &Metadata, what: &'static str) -> Result<(), Sna
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn private_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    }
+    use crate::snapshot::tests::private_dir;
 
     fn write_private(path: &Path, body: &[u8]) {
         std::fs::write(path, body).unwrap();

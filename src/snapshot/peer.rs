@@ -245,12 +245,7 @@ impl Drop for Listener {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn private_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    }
+    use crate::snapshot::tests::private_dir;
 
     fn encoded(bytes: &[u8]) -> impl Fn() -> Encoded + Clone + Send + 'static {
         let bytes = bytes.to_vec();

@@ -21,7 +21,7 @@ fn policy(_: &[u8]) -> Option<TtlPolicy> {
     Some(POLICY)
 }
 
-fn private_dir() -> tempfile::TempDir {
+pub(super) fn private_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir

@@ -132,11 +132,8 @@ impl Names {
             }
             match byte & 0xC0 {
                 0x00 => {
-                    let next = pos + 1 + usize::from(byte);
-                    let label = msg.get(pos..next).ok_or(WalkError::Truncated)?;
-                    if len + label.len() > MAX_NAME {
-                        return Err(WalkError::TooLong);
-                    }
+                    let label = label_at(msg, pos, len)?;
+                    let next = pos + label.len();
                     if let Some(n) = name.as_deref_mut() {
                         n.push(len, label);
                     }
@@ -177,6 +174,18 @@ impl Names {
     }
 }
 
+/// The label at `pos` of `msg`, its length byte included, when it ends inside `msg` and fits
+/// a name that holds `len` bytes so far (RFC 1035 §2.3.4: 255 at most). Only for a length
+/// byte of type 00.
+fn label_at(msg: &[u8], pos: usize, len: usize) -> Result<&[u8], WalkError> {
+    let size = 1 + usize::from(*msg.get(pos).ok_or(WalkError::Truncated)?);
+    let label = msg.get(pos..pos + size).ok_or(WalkError::Truncated)?;
+    if len + size > MAX_NAME {
+        return Err(WalkError::TooLong);
+    }
+    Ok(label)
+}
+
 /// Appends to `name`, which holds `len` bytes so far, the name at `at` of `msg`, which
 /// [`Names::read`] checked when it was read: pointers are followed without the table.
 /// Bounded all the same, as a check that was skipped must not become a loop: every pointer
@@ -187,11 +196,8 @@ fn copy_checked(msg: &[u8], at: usize, mut len: usize, name: &mut Name) -> Resul
         let byte = *msg.get(pos).ok_or(WalkError::Truncated)?;
         match byte & 0xC0 {
             0x00 => {
-                let next = pos + 1 + usize::from(byte);
-                let label = msg.get(pos..next).ok_or(WalkError::Truncated)?;
-                if len + label.len() > MAX_NAME {
-                    return Err(WalkError::TooLong);
-                }
+                let label = label_at(msg, pos, len)?;
+                let next = pos + label.len();
                 name.push(len, label);
                 len += label.len();
                 if byte == 0 {
