@@ -81,6 +81,7 @@ impl Managed {
             Some(acquire_instance_lock(&cfg.instance_lock).await?)
         };
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        // Not tracked: the netlink socket's driver ends when its last handle (ours) drops.
         tokio::spawn(conn);
         let mut ips: Vec<IpAddr> = listen.iter().map(SocketAddr::ip).collect();
         ips.sort();
@@ -302,6 +303,8 @@ impl Keeper {
             return Ok(None);
         };
         let stop = CancellationToken::new();
+        // Not tracked: the binary calls `Keeper::stop` once the server has drained, which
+        // cancels it and awaits its handle.
         let task = tokio::spawn(managed.keep(stop.clone()));
         Ok(Some(Keeper { stop, task }))
     }
