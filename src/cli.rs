@@ -236,9 +236,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
 /// Sets up logging: `RUST_LOG` wins over `[log] level`, so an operator can raise verbosity
 /// for one run without editing the ConfigMap.
 fn init_tracing(cfg: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG outside ASCII is passed over: the directive parser panics inside a multi-byte
+    // character (the config's level is checked for the same reason).
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

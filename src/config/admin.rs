@@ -94,10 +94,20 @@ pub(super) fn log(c: &mut Check<'_>, raw: &RawLog) -> Option<Log> {
         }
     };
     let level = c.plain("log.level", &raw.level, "info".to_owned());
-    let level_ok = match tracing_subscriber::EnvFilter::builder().parse(&level.value) {
-        _ if level.value.trim().is_empty() => Err("empty: use e.g. \"info\"".to_owned()),
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("`{}` is not a log filter: {e}", level.value)),
+    let level_ok = if level.value.trim().is_empty() {
+        Err("empty: use e.g. \"info\"".to_owned())
+    } else if !level.value.is_ascii() {
+        // Checked before parsing: tracing-subscriber's directive parser slices by byte and
+        // panics inside a multi-byte character. Targets are module paths, levels are words.
+        Err(format!(
+            "`{}` is not a log filter: only ASCII (module paths and levels) is allowed",
+            level.value
+        ))
+    } else {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&level.value)
+            .map(|_| ())
+            .map_err(|e| format!("`{}` is not a log filter: {e}", level.value))
     };
     if let Err(reason) = &level_ok {
         c.error(level.span.clone(), &level.key, reason.as_str());

@@ -112,6 +112,18 @@ fn log_settings_are_checked() {
     assert_eq!(parse_str(&ok, "t").unwrap().log.queries, 1.0);
 }
 
+/// Found by the `config` fuzz target: a level with a multi-byte character inside a target's
+/// brackets panicked in tracing-subscriber's directive parser, so `check-config` crashed and
+/// a reload took the process down.
+#[test]
+fn a_log_level_outside_ascii_is_an_error_not_a_panic() {
+    let level = " Ev`r:[zo:::::::::::::\u{190}]:[}::{=::::_:\u{190}`:=:}[{:::check_int:0(_=";
+    let text = format!("[log]\nlevel = \"{level}\"\n{ZONE}");
+    let d = &errors(&text)[0];
+    assert_eq!(d.key, "log.level");
+    assert!(d.reason.contains("only ASCII"), "{d:?}");
+}
+
 #[test]
 fn wrong_types_and_missing_names_point_at_the_zone() {
     let d = &errors("[[zones]]\nupstreams = [\"127.0.0.1\"]\n")[0];
