@@ -236,11 +236,11 @@ fn run(path: Option<PathBuf>) -> ExitCode {
 /// Sets up logging: `RUST_LOG` wins over `[log] level`, so an operator can raise verbosity
 /// for one run without editing the ConfigMap.
 fn init_tracing(cfg: &Config) {
-    // RUST_LOG outside ASCII is passed over: the directive parser panics inside a multi-byte
-    // character (the config's level is checked for the same reason).
+    // A RUST_LOG that `log.level` would refuse is passed over, for the same reasons (see
+    // `config::is_plain_log_filter`).
     let filter = std::env::var(EnvFilter::DEFAULT_ENV)
         .ok()
-        .filter(|v| v.is_ascii())
+        .filter(|v| crate::config::is_plain_log_filter(v))
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&cfg.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));

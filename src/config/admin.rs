@@ -96,11 +96,11 @@ pub(super) fn log(c: &mut Check<'_>, raw: &RawLog) -> Option<Log> {
     let level = c.plain("log.level", &raw.level, "info".to_owned());
     let level_ok = if level.value.trim().is_empty() {
         Err("empty: use e.g. \"info\"".to_owned())
-    } else if !level.value.is_ascii() {
-        // Checked before parsing: tracing-subscriber's directive parser slices by byte and
-        // panics inside a multi-byte character. Targets are module paths, levels are words.
+    } else if !is_plain_log_filter(&level.value) {
         Err(format!(
-            "`{}` is not a log filter: only ASCII (module paths and levels) is allowed",
+            "`{}` is not a log filter: use levels and `target=level` directives (ASCII \
+             letters, digits and `_:=,.-`, at most {MAX_LOG_FILTER} bytes); span and field \
+             filters are not accepted",
             level.value
         ))
     } else {
@@ -123,4 +123,18 @@ pub(super) fn log(c: &mut Check<'_>, raw: &RawLog) -> Option<Log> {
         level: level_ok.ok().map(|()| level.value)?,
         queries: queries_ok.then_some(queries.value)?,
     })
+}
+
+/// The longest `log.level` accepted.
+const MAX_LOG_FILTER: usize = 256;
+
+/// Whether `filter` is levels and `target=level` directives only, in ASCII: what nodedns's
+/// logs need, and all that is handed to tracing-subscriber's parser. Checked before parsing,
+/// as that parser panics inside a multi-byte character, and compiles span and field filters
+/// (`[span{field=value}]`) into patterns that a crafted line makes take minutes to build.
+pub fn is_plain_log_filter(filter: &str) -> bool {
+    filter.len() <= MAX_LOG_FILTER
+        && filter
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_:=,.-".contains(&b))
 }

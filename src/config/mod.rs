@@ -19,6 +19,8 @@ mod units;
 mod validate;
 mod zones;
 
+pub use admin::is_plain_log_filter;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
