@@ -61,6 +61,24 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// Takes one token at `now` only if at least `keep` tokens are left after it: what a
+    /// caller that must leave a reserve for others takes with.
+    pub fn take_keeping(&mut self, now: Instant, keep: f64) -> bool {
+        if let Some(then) = self.at {
+            let elapsed = now.saturating_duration_since(then).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 + keep.max(0.0) {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The limits of one client.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -222,6 +240,18 @@ mod tests {
         // A long quiet spell refills to the burst, not beyond.
         let t2 = t1 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.take(t2)).count(), 3);
+    }
+
+    #[test]
+    fn taking_with_a_reserve_leaves_it_for_plain_takes() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 10.0);
+        // Half the burst kept: five go, the other five are left for plain takes.
+        assert_eq!((0..10).filter(|_| b.take_keeping(t0, 5.0)).count(), 5);
+        assert_eq!((0..10).filter(|_| b.take(t0)).count(), 5);
+        // Refilled by 600 ms at 10/s: six tokens, one above the reserve.
+        let t1 = t0 + Duration::from_millis(600);
+        assert_eq!((0..10).filter(|_| b.take_keeping(t1, 5.0)).count(), 1);
     }
 
     #[test]

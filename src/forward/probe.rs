@@ -10,12 +10,14 @@ use crate::config::Probe;
 use crate::wire;
 
 use super::Upstream;
+use super::budget::Spender;
 
 /// Asks `upstream` its probe question after `first`, then on an interval backing off from
 /// `probe_interval` to `probe_max_interval`, until it has answered and is up. Any well-formed
 /// reply counts (marking it up); a probe that gets none is not counted as a failure, so an
-/// idle node's probes never take an upstream down by themselves. Ends early if the upstream
-/// was dropped (a reload removed it).
+/// idle node's probes never take an upstream down by themselves. A probe leaves clients the
+/// reserve of the upstream's query budget (`budget`): below it the round is skipped. Ends
+/// early if the upstream was dropped (a reload removed it).
 pub(super) async fn run(upstream: Weak<Upstream>, first: Duration) {
     let mut delay = first;
     let mut interval: Option<Duration> = None;
@@ -49,13 +51,23 @@ pub(super) async fn run(upstream: Weak<Upstream>, first: Duration) {
         let query = up.probe.load_full();
         let started = Instant::now();
         let deadline = started + settings.max_attempt_timeout;
-        match up.exchange(&query, Some(deadline), started).await {
-            Ok(reply) if wire::Header::parse(&reply).is_some() => {
+        // Probes are the first to wait for a budget: below its reserve this round is skipped,
+        // as if unanswered, and the next comes at the next interval.
+        let sent = if up.budget.spend(started, Spender::Background) {
+            Some(up.exchange(&query, Some(deadline), started).await)
+        } else {
+            None
+        };
+        match sent {
+            Some(Ok(reply)) if wire::Header::parse(&reply).is_some() => {
                 up.reached(started.elapsed());
                 continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(upstream = %up.addr, error = %e, "probe got no reply"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::debug!(upstream = %up.addr, error = %e, "probe got no reply"),
+            None => {
+                tracing::debug!(upstream = %up.addr, "probe skipped: query budget at its reserve")
+            }
         }
         let next = match interval {
             None => settings.probe_interval,

@@ -68,7 +68,8 @@ impl Resolver {
         reply_to: R,
     ) {
         let now = miss.now;
-        let plan = routing.forwarder.plan(&zone.upstreams, now);
+        let mut plan = routing.forwarder.plan(&zone.upstreams, now);
+        let paid = plan.spend_first();
         let inline = Box::new(InlineMiss {
             resolver: self.clone(),
             zone,
@@ -82,6 +83,10 @@ impl Resolver {
             token: self.tasks.token(),
             _in_flight: InFlight::new(&self.stats),
         });
+        if !paid {
+            // Every upstream's budget is spent: nothing is sent, the client is told so.
+            return inline.finish(Err(ForwardError::BudgetSpent { attempts: 0 }));
+        }
         match inline.plan.first().cloned() {
             Some(first) => first.send_inline(now, inline),
             // Config validation gives every zone an upstream; without one, the loop says so.
