@@ -22,8 +22,8 @@
 //! - `listener`: UDP and TCP listeners: binding, batching, framing, limits.
 //! - `resolve`: the life of one query: the fast path (parse, cache hit) and the one owner of
 //!   a miss (route, coalesce, flights, outcome, stale or SERVFAIL, the reply).
-//! - `forward`: one miss's attempts: the failover loop, upstream health, policies, UDP/TCP
-//!   exchanges.
+//! - `forward`: one miss's attempts: the failover loop, upstream health, policies, query
+//!   budgets, UDP/TCP exchanges.
 //! - `coalesce`: one upstream query per identical in-flight miss.
 //! - `querylog`: the opt-in sampled query log.
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).

@@ -72,6 +72,9 @@ pub enum First<F> {
     /// every later attempt spends as `spender` too. Attempts of the other kinds are a
     /// client's.
     Fresh(Spender),
+    /// A client's first attempt, whose query `order[0]`'s budget paid for, could not be
+    /// sent elsewhere: the loop sends it.
+    Unsent,
     /// Sent to `order[0]` at `t0` and still awaited through `late`. `timed_out`: its attempt
     /// timeout has passed (not yet counted), so the next attempt starts at once.
     InFlight {
@@ -267,7 +270,7 @@ impl<'a, E: Exchange> Failover<'a, E> {
     {
         let up = self.order[at].clone();
         match first {
-            First::Fresh(_) => (
+            First::Fresh(_) | First::Unsent => (
                 Either::Left(attempt(0, up, self.query, origin)),
                 true,
                 false,

@@ -106,4 +106,45 @@ mod tests {
         let apex = query(&Probe::apex("."));
         assert_eq!(wire::parse_query(&apex).unwrap().qtype, 2);
     }
+
+    /// Datagrams waiting on `sock` (non-blocking), read and counted.
+    fn received(sock: &std::net::UdpSocket) -> usize {
+        let mut buf = [0u8; 512];
+        std::iter::from_fn(|| sock.recv(&mut buf).ok()).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_waits_while_the_budget_is_at_its_reserve() {
+        // A resolver on loopback that never answers, so the probe keeps going.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let text = "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\n";
+        let cfg = crate::config::parse_str(text, "t").unwrap();
+        let settings = std::sync::Arc::new(cfg.forward.clone());
+        let stats = std::sync::Arc::new(crate::stats::Stats::default());
+        let addr = sock.local_addr().unwrap();
+        let up = std::sync::Arc::new(Upstream::new(
+            addr,
+            crate::config::Transport::Udp,
+            settings,
+            stats,
+        ));
+        // 4 a second: clients spend 2, the reserve is the other 2.
+        up.budget.set(Some(4.0));
+        let now = Instant::now();
+        assert!(up.budget.spend(now, Spender::Client) && up.budget.spend(now, Spender::Client));
+        let probe = tokio::spawn(run(std::sync::Arc::downgrade(&up), Duration::ZERO));
+        let settle = || async {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert_eq!(received(&sock), 0, "skipped: it would spend the reserve");
+        // A second refills the bucket: the next round, at `probe_interval`, goes.
+        tokio::time::advance(cfg.forward.probe_interval).await;
+        settle().await;
+        assert_eq!(received(&sock), 1);
+        probe.abort();
+    }
 }

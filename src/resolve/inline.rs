@@ -20,9 +20,7 @@ use super::routing::{Routing, Zone};
 use super::{Miss, Resolver};
 use crate::coalesce::Completion;
 use crate::forward::udp::{InlineWaiter, LateReply};
-use crate::forward::{
-    ExchangeError, First, ForwardError, Forwarded, Judgement, Plan, Reply, failover,
-};
+use crate::forward::{ExchangeError, First, ForwardError, Forwarded, Judgement, Plan, Reply};
 use crate::wire;
 
 /// One miss whose first attempt was sent inline: everything needed to finish it.
@@ -119,7 +117,10 @@ impl<R: ReplyTo> InlineMiss<R> {
             let apex = &self.zone.upstreams.apex[..];
             let origin = self.plan.origin();
             let forwarded = match how {
-                Resume::Unsent => forwarder.run(plan, query, apex, failover::fresh()).await,
+                Resume::Unsent => {
+                    let first = First::<std::future::Pending<Reply>>::Unsent;
+                    forwarder.run(plan, query, apex, first).await
+                }
                 Resume::Late(late) => {
                     let first = First::InFlight {
                         late,
