@@ -389,3 +389,35 @@ fn an_upstream_named_by_two_zones_has_the_smaller_budget() {
     let sent = (0..100).filter(|_| up.spend(now, Spender::Client)).count();
     assert_eq!(sent, 3);
 }
+
+#[test]
+fn a_reload_applies_a_changed_budget_and_keeps_an_unchanged_one_spent() {
+    let config = |max_qps: u32| {
+        let text = format!(
+            "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\nmax_qps = {max_qps}\n"
+        );
+        crate::config::parse_str(&text, "t").unwrap()
+    };
+    let spendable = |up: &Arc<crate::forward::Upstream>| {
+        let now = Instant::now();
+        (0..100).filter(|_| up.spend(now, Spender::Client)).count()
+    };
+    let cfg = config(2);
+    let mut set = super::super::UpstreamSet::new(cfg.forward.clone(), Arc::new(Stats::default()));
+    let up = set.zone(&cfg.zones[0]).upstreams[0].clone();
+    set.apply_budgets();
+    assert_eq!(spendable(&up), 2);
+    // The same budget again: the same upstream, its bucket as it was.
+    let mut same = set.successor(cfg.forward.clone());
+    assert!(Arc::ptr_eq(&same.zone(&cfg.zones[0]).upstreams[0], &up));
+    same.apply_budgets();
+    same.seal();
+    assert_eq!(spendable(&up), 0);
+    // A changed budget applies at once, with a full bucket.
+    let cfg = config(7);
+    let mut changed = same.successor(cfg.forward.clone());
+    changed.zone(&cfg.zones[0]);
+    changed.apply_budgets();
+    changed.seal();
+    assert_eq!(spendable(&up), 7);
+}
