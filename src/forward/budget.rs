@@ -14,6 +14,8 @@
 //! second has no reserve: its probes must still go, or a down upstream would never be found
 //! up again.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -31,6 +33,9 @@ pub enum Spender {
 /// One upstream's budget: no limit, or a token bucket.
 #[derive(Debug, Default)]
 pub struct Budget {
+    /// Whether `state` holds a bucket: most upstreams have no budget, and their misses
+    /// should not all meet at one lock to learn that.
+    limited: AtomicBool,
     state: Mutex<Option<Limited>>,
 }
 
@@ -59,10 +64,16 @@ impl Budget {
             max_qps: rate,
             bucket: TokenBucket::new(rate, burst(rate)),
         });
+        self.limited.store(state.is_some(), Ordering::Relaxed);
     }
 
     /// Spends one query at `now` if `spender` may: true when the query may be sent.
     pub fn spend(&self, now: Instant, spender: Spender) -> bool {
+        // A reload that sets a budget is seen by the misses after it; one in flight across
+        // the swap may go unbudgeted, as it would have a moment earlier.
+        if !self.limited.load(Ordering::Relaxed) {
+            return true;
+        }
         let mut state = self.state.lock();
         let Some(limited) = state.as_mut() else {
             return true;
