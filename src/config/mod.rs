@@ -193,6 +193,9 @@ pub struct Zone {
     pub cache: CacheTtl,
     /// What health and readiness probes ask this zone's upstreams.
     pub probe: Probe,
+    /// Queries a second each upstream of this zone may be sent, on average (a token bucket
+    /// holding one second's worth); `None`, the default: no limit.
+    pub max_qps: Option<f64>,
 }
 
 /// A zone's probe question (`probe = "NAME TYPE"`): by default the zone's apex `SOA`, or

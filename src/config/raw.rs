@@ -103,6 +103,7 @@ pub struct RawZone {
     pub policy: Opt<String>,
     pub cache: Option<RawTtl>,
     pub probe: Opt<String>,
+    pub max_qps: Opt<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -203,6 +203,7 @@ fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<
         },
         None => Some(None),
     };
+    let max_qps = max_qps(c, ctx, &z.max_qps);
     Some(Checked {
         zone: Zone {
             name: String::new(),
@@ -212,9 +213,28 @@ fn zone(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Spanned<RawZone>) -> Option<
             policy: policy?,
             cache: ttl?.values(),
             probe: Probe::apex("."),
+            max_qps: max_qps?,
         },
         probe: probe?,
     })
+}
+
+/// The most a zone's upstream budget may be: far beyond any resolver's packet rate, and low
+/// enough that one second's worth stays an exact count in an `f64`.
+const MAX_QPS: f64 = 1e9;
+
+/// `max_qps`: absent (no budget), or a positive number of queries a second.
+fn max_qps(c: &mut Check<'_>, ctx: &ZoneCtx<'_>, raw: &Opt<f64>) -> Option<Option<f64>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    let value = *raw.get_ref();
+    if value.is_finite() && value > 0.0 && value <= MAX_QPS {
+        return Some(Some(value));
+    }
+    let reason = format!("{value} is not a number of queries a second above 0 (at most 1e9)");
+    c.error(Some(raw.span()), &format!("{}.max_qps", ctx.key), reason);
+    None
 }
 
 /// `"NAME TYPE"`, e.g. `"kubernetes.default.svc.cluster.local. A"`.

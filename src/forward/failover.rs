@@ -9,6 +9,11 @@
 //! the network error counts against the upstream's health. A SERVFAIL is kept and one more
 //! upstream is asked; if nothing better comes, the SERVFAIL is the answer.
 //!
+//! Each attempt first spends a query from its upstream's budget (`budget`): an upstream whose
+//! budget is spent is passed over for the next in the order, and when every one is spent no
+//! further attempt starts; a miss that could send nothing at all ends with
+//! [`ForwardError::BudgetSpent`].
+//!
 //! The loop is generic over [`Exchange`], what it needs of an upstream, so that its timing
 //! rules are tested on tokio's paused clock against scripted upstreams (`tests`).
 
@@ -24,6 +29,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::stats::{ErrorKind, Stats, UpstreamCounters, inc};
 use crate::wire;
 
+use super::budget::Spender;
 use super::upstream::error_of_rcode;
 use super::{ExchangeError, ForwardError, ForwardSettings, Forwarded, Reply};
 
@@ -46,6 +52,8 @@ pub trait Exchange: Clone {
     /// A well-formed reply came after `rtt`: the upstream is reachable.
     fn reached(&self, rtt: Duration);
     fn counters(&self) -> &UpstreamCounters;
+    /// Spends one query of this upstream's budget at `now`, if `spender` may.
+    fn spend(&self, now: Instant, spender: Spender) -> bool;
 }
 
 /// An attempt's number, upstream, start and result.
@@ -60,8 +68,13 @@ pub enum Judgement {
 
 /// Where the first attempt stands when the loop takes over.
 pub enum First<F> {
-    /// Not sent yet: the loop asks `order[0]` itself.
-    Fresh,
+    /// Not sent yet: the loop asks the first upstream whose budget lets `spender` send, and
+    /// every later attempt spends as `spender` too. Attempts of the other kinds are a
+    /// client's.
+    Fresh(Spender),
+    /// A client's first attempt, whose query `order[0]`'s budget paid for, could not be
+    /// sent elsewhere: the loop sends it.
+    Unsent,
     /// Sent to `order[0]` at `t0` and still awaited through `late`. `timed_out`: its attempt
     /// timeout has passed (not yet counted), so the next attempt starts at once.
     InFlight {
@@ -73,9 +86,15 @@ pub enum First<F> {
     Done { servfail: Option<Forwarded> },
 }
 
-/// The first attempt not sent elsewhere: the loop sends it.
+/// A client's first attempt not sent elsewhere: the loop sends it.
 pub fn fresh() -> First<std::future::Pending<Reply>> {
-    First::Fresh
+    First::Fresh(Spender::Client)
+}
+
+/// Background work's first attempt (prefetch): the loop sends it, leaving clients their
+/// reserve of every budget.
+pub fn fresh_background() -> First<std::future::Pending<Reply>> {
+    First::Fresh(Spender::Background)
 }
 
 /// The loop's state between two events.
@@ -97,6 +116,11 @@ struct Failover<'a, E> {
     charged: Vec<u32>,
     servfail: Option<Forwarded>,
     servfails: u32,
+    /// Where in the order the next attempt looks for an upstream with budget left.
+    cursor: usize,
+    spender: Spender,
+    /// An attempt could not start: every budget was spent.
+    spent: bool,
 }
 
 /// What the loop does after judging an attempt.
@@ -131,11 +155,20 @@ where
     E: Exchange,
     F: Future<Output = Reply>,
 {
-    let Some(first_up) = order.first() else {
+    if order.is_empty() {
         return Err(ForwardError::Exhausted { attempts: 0 });
+    }
+    // A first attempt sent elsewhere went to `order[0]` and spent there already.
+    let (at, spender) = match &first {
+        First::Fresh(spender) => match pick(order, 0, *spender) {
+            Some(at) => (at, *spender),
+            None => return Err(ForwardError::BudgetSpent { attempts: 0 }),
+        },
+        _ => (0, Spender::Client),
     };
-    let mut st = Failover::new(order, query, apex, settings, stats, origin, first_up);
-    let (first, mut first_live, mut start_next) = st.first(first, origin);
+    let mut st = Failover::new(order, query, apex, settings, stats, origin, at);
+    st.spender = spender;
+    let (first, mut first_live, mut start_next) = st.first(first, origin, at);
     let mut first = pin!(first);
     let mut later = None::<FuturesUnordered<_>>;
     let mut timer = pin!(sleep_until(st.next_at));
@@ -150,8 +183,9 @@ where
         }
         if start_next && may_start {
             start_next = false;
-            let next = st.start_next();
-            later.get_or_insert_with(FuturesUnordered::new).push(next);
+            if let Some(next) = st.start_next() {
+                later.get_or_insert_with(FuturesUnordered::new).push(next);
+            }
             continue;
         }
         // One timer: the next attempt's start, or the deadline once no attempt is left to
@@ -193,8 +227,9 @@ impl<'a, E: Exchange> Failover<'a, E> {
         settings: &ForwardSettings,
         stats: &'a Stats,
         origin: Instant,
-        first: &E,
+        at: usize,
     ) -> Self {
+        let first = &order[at];
         let deadline = origin + settings.deadline;
         Failover {
             order,
@@ -209,15 +244,19 @@ impl<'a, E: Exchange> Failover<'a, E> {
             charged: Vec::new(),
             servfail: None,
             servfails: 0,
+            cursor: at + 1,
+            spender: Spender::Client,
+            spent: false,
         }
     }
 
-    /// The first attempt's future as `first` says, whether it is still awaited, and whether
-    /// the next attempt starts at once.
+    /// The first attempt's future as `first` says (a fresh one goes to `order[at]`), whether
+    /// it is still awaited, and whether the next attempt starts at once.
     fn first<F>(
         &mut self,
         first: First<F>,
         origin: Instant,
+        at: usize,
     ) -> (
         Either<
             impl Future<Output = Attempt<E>> + use<'a, E, F>,
@@ -229,9 +268,9 @@ impl<'a, E: Exchange> Failover<'a, E> {
     where
         F: Future<Output = Reply>,
     {
-        let up = self.order[0].clone();
+        let up = self.order[at].clone();
         match first {
-            First::Fresh => (
+            First::Fresh(_) | First::Unsent => (
                 Either::Left(attempt(0, up, self.query, origin)),
                 true,
                 false,
@@ -257,20 +296,28 @@ impl<'a, E: Exchange> Failover<'a, E> {
     }
 
     /// Starts the next attempt now: the slow one is charged a timeout (slow, not dead: a
-    /// late answer still resets it) and the next upstream in the order is asked.
-    fn start_next(&mut self) -> impl Future<Output = Attempt<E>> + use<'a, E> {
+    /// late answer still resets it) and the next upstream in the order with budget left is
+    /// asked. With every budget spent nothing starts, and no attempt will: those in flight
+    /// are still heard.
+    fn start_next(&mut self) -> Option<impl Future<Output = Attempt<E>> + use<'a, E>> {
+        let Some(at) = pick(self.order, self.cursor, self.spender) else {
+            self.spent = true;
+            self.attempts = self.started;
+            return None;
+        };
+        self.cursor = at + 1;
         if let Some((n, up)) = self.slow.take() {
             up.failure(ErrorKind::Timeout);
             self.charged.push(n);
         }
         inc(&self.stats.failovers);
         let now = Instant::now();
-        let up = self.order[self.started as usize % self.order.len()].clone();
+        let up = self.order[at].clone();
         self.next_at = (now + up.attempt_timeout()).min(self.deadline);
         self.slow = Some((self.started, up.clone()));
         let n = self.started;
         self.started += 1;
-        attempt(n, up, self.query, now)
+        Some(attempt(n, up, self.query, now))
     }
 
     /// Counts a finished attempt and says what the loop does next.
@@ -293,14 +340,35 @@ impl<'a, E: Exchange> Failover<'a, E> {
         }
     }
 
-    /// No answer: the kept SERVFAIL, if any. An attempt still unanswered at the end times out.
+    /// No answer: the kept SERVFAIL, if any, else why not. An attempt still unanswered at
+    /// the end times out.
     fn finish(self) -> Result<Forwarded, ForwardError> {
         if let Some((_, up)) = self.slow {
             up.failure(ErrorKind::Timeout);
         }
         let attempts = self.started;
-        self.servfail.ok_or(ForwardError::Exhausted { attempts })
+        match (self.servfail, self.spent) {
+            (Some(servfail), _) => Ok(servfail),
+            (None, true) => Err(ForwardError::BudgetSpent { attempts }),
+            (None, false) => Err(ForwardError::Exhausted { attempts }),
+        }
     }
+}
+
+/// The first upstream from `order[from]` on (cycling once round the order) whose budget lets
+/// `spender` send a query now; each one passed over is counted in its
+/// `nodedns_upstream_budget_exhausted_total`. `None` when every budget is spent.
+pub fn pick<E: Exchange>(order: &[E], from: usize, spender: Spender) -> Option<usize> {
+    let now = Instant::now();
+    let len = order.len();
+    (from..from + len).map(|i| i % len).find(|&i| {
+        let up = &order[i];
+        let may = up.spend(now, spender);
+        if !may {
+            up.counters().budget_exhausted();
+        }
+        may
+    })
 }
 
 /// The next finished attempt of the later ones (`None` while there are none).

@@ -13,6 +13,7 @@
 //! client side ([`crate::resolve`]).
 
 mod anchor;
+mod budget;
 pub mod failover;
 mod policy;
 mod probe;
@@ -31,6 +32,7 @@ use crate::config::{self, Policy, Transport};
 use crate::stats::{Stats, UpstreamStatus, inc};
 use crate::wire;
 
+pub use budget::Spender;
 pub use failover::{Exchange, First, Judgement, judge};
 pub use upstream::Upstream;
 
@@ -54,6 +56,9 @@ pub type Reply = Result<Vec<u8>, ExchangeError>;
 pub enum ForwardError {
     #[error("no upstream answered within {attempts} attempts")]
     Exhausted { attempts: u32 },
+    /// No (further) attempt could start: every upstream's query budget was spent.
+    #[error("every upstream's query budget is spent ({attempts} attempts made)")]
+    BudgetSpent { attempts: u32 },
 }
 
 /// A zone's upstreams and how to use them.
@@ -93,6 +98,9 @@ pub struct UpstreamSet {
     /// The set this one replaces (config reload): its upstreams are reused, with their
     /// health, RTT and connections, when the new config still names them.
     previous: UpstreamMap,
+    /// Each upstream's budget as the zones built so far set it (the tightest `max_qps` of
+    /// those naming it), applied by [`UpstreamSet::apply_budgets`].
+    budgets: HashMap<(SocketAddr, Transport), Option<f64>>,
 }
 
 impl UpstreamSet {
@@ -102,6 +110,7 @@ impl UpstreamSet {
             stats,
             by_addr: HashMap::new(),
             previous: HashMap::new(),
+            budgets: HashMap::new(),
         }
     }
 
@@ -113,6 +122,16 @@ impl UpstreamSet {
             stats: self.stats.clone(),
             by_addr: HashMap::new(),
             previous: self.by_addr.clone(),
+            budgets: HashMap::new(),
+        }
+    }
+
+    /// Gives every upstream the budget of the zones that name it: the smallest `max_qps`,
+    /// since the resolver behind the address limits what it receives from this node, whichever
+    /// zone it was for. A changed budget starts with a full bucket.
+    pub fn apply_budgets(&self) {
+        for (key, up) in &self.by_addr {
+            up.budget.set(self.budgets.get(key).copied().flatten());
         }
     }
 
@@ -121,12 +140,16 @@ impl UpstreamSet {
         self.previous.clear();
     }
 
-    /// The zone's upstreams, created on first use.
+    /// The zone's upstreams, created on first use. Their budgets take effect with
+    /// [`UpstreamSet::apply_budgets`], once every zone is built.
     pub fn zone(&mut self, zone: &config::Zone) -> ZoneUpstreams {
         let list = zone
             .upstreams
             .iter()
             .map(|&addr| {
+                (self.budgets.entry((addr, zone.transport)))
+                    .and_modify(|b| *b = budget::tighter(*b, zone.max_qps))
+                    .or_insert(zone.max_qps);
                 self.by_addr
                     .entry((addr, zone.transport))
                     .or_insert_with(|| {
@@ -207,6 +230,24 @@ impl Plan {
     /// When the miss began.
     pub fn origin(&self) -> Instant {
         self.origin
+    }
+
+    /// For a first attempt sent outside the failover loop (a client's miss, sent inline):
+    /// spends its query from the budget of the first upstream in the order that has one
+    /// left, and puts that upstream first; each one passed over is counted. False when every
+    /// budget is spent: nothing may be sent.
+    pub fn spend_first(&mut self) -> bool {
+        if self.order.is_empty() {
+            // No upstream, no budget: the failover loop says what that comes to.
+            return true;
+        }
+        match failover::pick(&self.order, 0, Spender::Client) {
+            Some(at) => {
+                self.order.rotate_left(at);
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::config::{Probe, Transport};
 use crate::stats::{ErrorKind, Stats, UpstreamCounters};
 use crate::wire;
 
+use super::budget::{Budget, Spender};
 use super::failover::Exchange;
 use super::probe;
 use super::udp::{InlineWaiter, UdpPool};
@@ -74,6 +75,8 @@ pub struct Upstream {
     /// Restarts a running probe's schedule: marked down while the start-up probe was backing
     /// off, it should be asked again after `probe_interval`, not after its long back-off.
     pub(super) probe_restart: Arc<tokio::sync::Notify>,
+    /// The query budget (`max_qps`): the tightest of the zones that name this upstream.
+    pub(super) budget: Budget,
 }
 
 impl Upstream {
@@ -94,6 +97,7 @@ impl Upstream {
             settings: ArcSwap::new(settings),
             probe: ArcSwap::from_pointee(probe::query(&Probe::apex("."))),
             probe_restart: Arc::new(tokio::sync::Notify::new()),
+            budget: Budget::new(None),
         }
     }
 
@@ -285,6 +289,9 @@ impl Exchange for Arc<Upstream> {
     }
     fn counters(&self) -> &UpstreamCounters {
         &self.counters
+    }
+    fn spend(&self, now: Instant, spender: Spender) -> bool {
+        self.budget.spend(now, spender)
     }
 }
 

@@ -135,6 +135,12 @@ pub const DEFS: &[Def] = &[
         "Records dropped from upstream answers: answer records off the question's CNAME/DNAME chain, authority and additional records owned outside the zone.",
     ),
     def(
+        "nodedns_upstream_budget_exhausted_total",
+        C,
+        &["upstream"],
+        "Attempts that passed this upstream over because its query budget (the zone's max_qps) was spent; the next upstream in policy order was asked.",
+    ),
+    def(
         "nodedns_upstream_duration_seconds",
         H,
         &["upstream"],

@@ -136,6 +136,12 @@ impl Metrics {
                 &[("upstream", l)],
             )
             .absolute(c.dropped_records_total());
+            counter(
+                r,
+                "nodedns_upstream_budget_exhausted_total",
+                &[("upstream", l)],
+            )
+            .absolute(c.budget_exhausted_total());
             gauge(r, "nodedns_upstream_up", &[("upstream", l)]).set(f64::from(u8::from(*up)));
         }
     }

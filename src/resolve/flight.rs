@@ -13,7 +13,7 @@ use super::routing::Zone;
 use super::{Resolver, client};
 use crate::cache;
 use crate::coalesce::{Completion, Join};
-use crate::forward::{ForwardError, Forwarded, failover};
+use crate::forward::{ForwardError, Forwarded, Spender, failover};
 use crate::querylog::Source;
 use crate::stats::Stats;
 use crate::wire::{self, Query, TtlRewrite};
@@ -28,16 +28,26 @@ pub(super) enum Outcome {
         layout: wire::Layout,
     },
     Failed,
+    /// Nothing could be sent: every upstream's query budget (`max_qps`) was spent.
+    Spent,
 }
+
+/// What a client whose miss found every budget spent is told (RFC 8914), with SERVFAIL.
+const BUDGET_SPENT: wire::Ede = wire::Ede {
+    code: wire::ede::NO_REACHABLE_AUTHORITY,
+    text: "nodedns: upstream query budget spent",
+};
 
 impl Resolver {
     /// Prefetch: refresh a hot entry before it expires, unless a flight for it is already up.
+    /// It is background work: it leaves clients the reserve of every upstream budget.
     pub(super) fn refresh(self: &Arc<Self>, q: &Query<'_>) {
         let Some(zone) = self.routing.load().zones.route(q.qname()).cloned() else {
             return;
         };
         if let Join::Leader(done) = self.coalescer.join(q.cache_key()) {
-            self.spawn_flight(zone, upstream_query(q), false, done);
+            let query = upstream_query(q);
+            self.spawn_flight(zone, query, false, Spender::Background, done);
         }
     }
 
@@ -48,30 +58,36 @@ impl Resolver {
         zone: Arc<Zone>,
         query: Vec<u8>,
         have_stale: bool,
+        spender: Spender,
         done: Completion<Arc<Outcome>>,
     ) {
         let this = self.clone();
         self.tasks.spawn(async move {
-            let outcome = this.flight(&zone, &query, done.key(), have_stale).await;
+            let outcome = (this.flight(&zone, &query, done.key(), have_stale, spender)).await;
             done.complete(Arc::new(outcome));
         });
     }
 
     /// The flight for `key` in the caller's task: `query` (as [`upstream_query`] built it)
     /// through the failover loop, counted in the in-flight gauge while it runs (or until
-    /// dropped).
+    /// dropped). `spender`: whose work it is, for the upstream budgets.
     pub(super) async fn flight(
         &self,
         zone: &Zone,
         query: &[u8],
         key: &[u8],
         have_stale: bool,
+        spender: Spender,
     ) -> Outcome {
         let _in_flight = InFlight::new(&self.stats);
         let forwarder = &self.routing.load_full().forwarder;
         let plan = forwarder.plan(&zone.upstreams, Instant::now());
         let apex = &zone.upstreams.apex;
-        let forwarded = forwarder.run(&plan, query, apex, failover::fresh()).await;
+        let first = match spender {
+            Spender::Client => failover::fresh(),
+            Spender::Background => failover::fresh_background(),
+        };
+        let forwarded = forwarder.run(&plan, query, apex, first).await;
         self.outcome(zone, forwarded, key, have_stale)
     }
 
@@ -84,14 +100,14 @@ impl Resolver {
         have_stale: bool,
     ) -> Outcome {
         // Validated and normalised when the forwarder judged it: anything here may be cached.
-        let Ok(Forwarded {
-            stored: response,
-            analysis,
-            layout,
-            ..
-        }) = forwarded
-        else {
-            return Outcome::Failed;
+        let (response, analysis, layout) = match forwarded {
+            Ok(Forwarded {
+                stored,
+                analysis,
+                layout,
+            }) => (stored, analysis, layout),
+            Err(ForwardError::BudgetSpent { .. }) => return Outcome::Spent,
+            Err(ForwardError::Exhausted { .. }) => return Outcome::Failed,
         };
         // A SERVFAIL must not displace a stale answer that can still serve (RFC 8767 §4).
         if have_stale && analysis.kind == wire::Kind::ServFail {
@@ -105,7 +121,8 @@ impl Resolver {
     }
 
     /// Writes the reply `client` gets from a flight's `outcome`: the answer, else the stale
-    /// entry, else a SERVFAIL for the query in `pkt`. Says where it came from.
+    /// entry, else a SERVFAIL for the query in `pkt` (saying so with an Extended DNS Error
+    /// when every upstream budget was spent). Says where it came from.
     pub(super) fn serve(
         &self,
         client: &wire::Client<'_>,
@@ -133,6 +150,11 @@ impl Resolver {
                 self.write(client, entry.stored(), entry.layout(), ttl, out);
                 self.count_hit(entry.kind, true);
                 Source::Stale
+            }
+            (Some(Outcome::Spent), None) => {
+                wire::error_reply_ede(pkt, wire::rcode::SERVFAIL, Some(BUDGET_SPENT), out);
+                self.count_reply(out);
+                Source::Local
             }
             (_, None) => {
                 wire::error_reply(pkt, wire::rcode::SERVFAIL, out);

@@ -20,9 +20,7 @@ use super::routing::{Routing, Zone};
 use super::{Miss, Resolver};
 use crate::coalesce::Completion;
 use crate::forward::udp::{InlineWaiter, LateReply};
-use crate::forward::{
-    ExchangeError, First, ForwardError, Forwarded, Judgement, Plan, Reply, failover,
-};
+use crate::forward::{ExchangeError, First, ForwardError, Forwarded, Judgement, Plan, Reply};
 use crate::wire;
 
 /// One miss whose first attempt was sent inline: everything needed to finish it.
@@ -68,7 +66,8 @@ impl Resolver {
         reply_to: R,
     ) {
         let now = miss.now;
-        let plan = routing.forwarder.plan(&zone.upstreams, now);
+        let mut plan = routing.forwarder.plan(&zone.upstreams, now);
+        let paid = plan.spend_first();
         let inline = Box::new(InlineMiss {
             resolver: self.clone(),
             zone,
@@ -82,6 +81,10 @@ impl Resolver {
             token: self.tasks.token(),
             _in_flight: InFlight::new(&self.stats),
         });
+        if !paid {
+            // Every upstream's budget is spent: nothing is sent, the client is told so.
+            return inline.finish(Err(ForwardError::BudgetSpent { attempts: 0 }));
+        }
         match inline.plan.first().cloned() {
             Some(first) => first.send_inline(now, inline),
             // Config validation gives every zone an upstream; without one, the loop says so.
@@ -114,7 +117,10 @@ impl<R: ReplyTo> InlineMiss<R> {
             let apex = &self.zone.upstreams.apex[..];
             let origin = self.plan.origin();
             let forwarded = match how {
-                Resume::Unsent => forwarder.run(plan, query, apex, failover::fresh()).await,
+                Resume::Unsent => {
+                    let first = First::<std::future::Pending<Reply>>::Unsent;
+                    forwarder.run(plan, query, apex, first).await
+                }
                 Resume::Late(late) => {
                     let first = First::InFlight {
                         late,

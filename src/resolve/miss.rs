@@ -13,6 +13,7 @@ use super::flight::{Outcome, upstream_query};
 use super::routing::Zone;
 use super::{Miss, Proto, Resolver, cache};
 use crate::coalesce::{Completion, Join, Waiter};
+use crate::forward::Spender;
 use crate::querylog::{self, Source};
 use crate::stats::{Hot, Stats, inc};
 use crate::wire;
@@ -78,7 +79,8 @@ impl Resolver {
             }
             Join::Leader(done) => {
                 let waiter = done.waiter();
-                self.spawn_flight(zone.clone(), upstream_query(&miss.query), true, done);
+                let query = upstream_query(&miss.query);
+                self.spawn_flight(zone.clone(), query, true, Spender::Client, done);
                 Wait::Join(waiter, stale_timeout)
             }
             Join::Follower(waiter) => {
@@ -131,7 +133,8 @@ impl Resolver {
     ) {
         let outcome = match wait {
             Wait::Fly(done, query) => {
-                let outcome = Arc::new(self.flight(&zone, &query, done.key(), false).await);
+                let flight = self.flight(&zone, &query, done.key(), false, Spender::Client);
+                let outcome = Arc::new(flight.await);
                 done.complete(outcome.clone());
                 Some(outcome)
             }

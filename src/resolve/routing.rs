@@ -51,6 +51,7 @@ impl Routing {
             zones.insert(&z.name, zone.clone());
             listed.push((z.name.clone(), zone));
         }
+        upstreams.apply_budgets();
         Routing {
             zones,
             listed,

@@ -58,6 +58,9 @@ pub struct UpstreamCounters {
     /// `nodedns_upstream_dropped_records_total{upstream}`: records dropped from answers as
     /// off the question's chain or outside the zone.
     dropped_records: AtomicU64,
+    /// `nodedns_upstream_budget_exhausted_total{upstream}`: attempts that passed this
+    /// upstream over because its query budget was spent.
+    budget_exhausted: AtomicU64,
 }
 
 impl UpstreamCounters {
@@ -75,6 +78,12 @@ impl UpstreamCounters {
     }
     pub fn dropped_records_total(&self) -> u64 {
         self.dropped_records.load(Ordering::Relaxed)
+    }
+    pub fn budget_exhausted(&self) {
+        self.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn budget_exhausted_total(&self) -> u64 {
+        self.budget_exhausted.load(Ordering::Relaxed)
     }
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);

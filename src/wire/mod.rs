@@ -34,7 +34,10 @@ mod validate;
 mod tests;
 
 pub use chaos::{Identity, chaos_reply};
-pub use query::{ClientEdns, Query, QueryError, error_reply, parse_query, refused_by_header};
+pub use query::{
+    ClientEdns, Ede, Query, QueryError, ede, error_reply, error_reply_ede, parse_query,
+    refused_by_header,
+};
 pub use reply::{Client, TtlRewrite, write_reply};
 pub use reply_header::{ClientHeader, set_reply_header};
 pub use response::{normalize_for_zone, normalize_response};

@@ -267,6 +267,29 @@ pub fn refused_by_header(buf: &[u8], out: &mut Vec<u8>) -> bool {
 /// sent a readable OPT, and always for BADVERS, whose upper rcode bits live in the OPT.
 /// Returns false when `buf` has no readable header (nothing can be sent).
 pub fn error_reply(buf: &[u8], rcode: u16, out: &mut Vec<u8>) -> bool {
+    error_reply_ede(buf, rcode, None, out)
+}
+
+/// An Extended DNS Error (RFC 8914) that nodedns itself adds to a reply: the info code and
+/// a text for the operator reading `dig` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ede {
+    pub code: u16,
+    pub text: &'static str,
+}
+
+/// RFC 8914 info codes nodedns sends.
+pub mod ede {
+    /// 18, Prohibited: the server is unable to answer for policy reasons (a client limit).
+    pub const PROHIBITED: u16 = 18;
+    /// 22, No Reachable Authority: no upstream could be asked (every budget is spent).
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+}
+
+/// [`error_reply`], with `ede` as an Extended DNS Error option when the reply carries an
+/// OPT (the client sent one): a client that sent no OPT cannot be sent options (RFC 6891
+/// §7), and gets the bare rcode.
+pub fn error_reply_ede(buf: &[u8], rcode: u16, ede: Option<Ede>, out: &mut Vec<u8>) -> bool {
     out.clear();
     let Some(client) = Header::parse(buf) else {
         return false;
@@ -303,8 +326,28 @@ pub fn error_reply(buf: &[u8], rcode: u16, out: &mut Vec<u8>) -> bool {
         let upper = u32::from(rcode >> 4) << 24;
         let dnssec_ok = if client_do == Some(true) { EDNS_DO } else { 0 };
         write_bare_opt(out, upper | dnssec_ok);
+        if let Some(ede) = ede {
+            push_ede(out, ede);
+        }
     }
     true
+}
+
+/// Appends `ede` to the OPT that ends `out` (written by `write_bare_opt`, RDLENGTH 0): the
+/// option's code, length, info code and text, and the OPT's RDLENGTH set to match.
+fn push_ede(out: &mut Vec<u8>, ede: Ede) {
+    let Some(rdlen_at) = out.len().checked_sub(2) else {
+        return;
+    };
+    // The text is ours and short; cut it where it would overflow the 16-bit lengths anyway.
+    let text = &ede.text.as_bytes()[..ede.text.len().min(1024)];
+    let option_len = 2 + text.len() as u16;
+    out.extend_from_slice(&super::EDNS_EDE.to_be_bytes());
+    out.extend_from_slice(&option_len.to_be_bytes());
+    out.extend_from_slice(&ede.code.to_be_bytes());
+    out.extend_from_slice(text);
+    let rdlen = 4 + option_len;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
 }
 
 /// Looks for the client's OPT after the question, walking every record section; returns its

@@ -319,7 +319,7 @@ fn embedded_default_listens_unprivileged_and_reads_resolv_conf() {
 /// The embedded default with every commented-out `key = value` and `[table]` switched on,
 /// except the alternatives and examples that are not defaults.
 fn uncommented_default() -> String {
-    const EXAMPLES: [&str; 4] = ["upstreams", "cache", "snapshot", "socket"];
+    const EXAMPLES: [&str; 5] = ["upstreams", "cache", "snapshot", "socket", "max_qps"];
     let mut out = String::new();
     for line in DEFAULT_TOML.lines() {
         let body = line.strip_prefix("# ").unwrap_or("");

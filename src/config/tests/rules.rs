@@ -229,6 +229,23 @@ fn a_bad_probe_names_its_line_and_what_is_wrong() {
 }
 
 #[test]
+fn zone_max_qps_is_off_by_default_and_a_positive_number() {
+    let text = "[[zones]]\nname = \".\"\nupstreams = [\"::1\"]\nmax_qps = 900\n\
+                [[zones]]\nname = \"test\"\nupstreams = [\"::1\"]\nmax_qps = 2.5\n\
+                [[zones]]\nname = \"cluster.local\"\nupstreams = [\"::1\"]\n";
+    let config = parse_str(text, "t").unwrap();
+    let budgets: Vec<Option<f64>> = config.zones.iter().map(|z| z.max_qps).collect();
+    assert_eq!(budgets, [Some(900.0), Some(2.5), None]);
+    for bad in ["0", "-5", "nan", "inf", "2e9", "\"900\""] {
+        let text = format!("[[zones]]\nname = \".\"\nupstreams = [\"::1\"]\nmax_qps = {bad}\n");
+        let diags = errors(&text);
+        assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
+        assert_eq!(diags[0].key, "zones[0].max_qps", "{bad}: {diags:?}");
+        assert_eq!(diags[0].line, 4, "{bad}");
+    }
+}
+
+#[test]
 fn intercepted_addresses_are_listened_on_at_port_53() {
     let cfg = parse_str(
         "[listen]\naddresses = [\"169.254.20.10:53\"]\n\

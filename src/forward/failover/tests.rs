@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::*;
+use crate::forward::budget::Budget;
 
 /// What a scripted upstream does with one query: after `delay`, reply (or fail, or never).
 #[derive(Clone)]
@@ -29,6 +30,7 @@ struct Script {
     asked: Mutex<Vec<Instant>>,
     failures: Mutex<Vec<ErrorKind>>,
     counters: UpstreamCounters,
+    budget: Budget,
 }
 
 #[derive(Clone)]
@@ -36,6 +38,11 @@ struct Fake(Arc<Script>);
 
 impl Fake {
     fn new(port: u16, timeout_ms: u64, plays: &[(u64, Does)]) -> Fake {
+        Fake::budgeted(port, timeout_ms, plays, None)
+    }
+
+    /// A scripted upstream with a query budget of `max_qps`.
+    fn budgeted(port: u16, timeout_ms: u64, plays: &[(u64, Does)], max_qps: Option<f64>) -> Fake {
         Fake(Arc::new(Script {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             timeout: Duration::from_millis(timeout_ms),
@@ -48,6 +55,7 @@ impl Fake {
             asked: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
             counters: UpstreamCounters::default(),
+            budget: Budget::new(max_qps),
         }))
     }
 
@@ -101,6 +109,9 @@ impl Exchange for Fake {
     fn reached(&self, _rtt: Duration) {}
     fn counters(&self) -> &UpstreamCounters {
         &self.0.counters
+    }
+    fn spend(&self, now: Instant, spender: Spender) -> bool {
+        self.0.budget.spend(now, spender)
     }
 }
 
@@ -257,4 +268,156 @@ async fn with_every_upstream_down_all_are_still_asked_and_the_miss_is_counted() 
     let plan = forwarder.plan(&zone, Instant::now());
     assert_eq!(plan.order.len(), 2, "fail open: every upstream is tried");
     assert_eq!(crate::stats::get(&stats.all_upstreams_down), 1);
+}
+
+/// An upstream that answers at once, `n` times, with a budget of `max_qps`.
+fn answering(port: u8, n: usize, max_qps: f64) -> Fake {
+    let plays: Vec<(u64, Does)> = (0..n).map(|_| (0, Does::Reply(reply(port, 0)))).collect();
+    Fake::budgeted(u16::from(port), 200, &plays, Some(max_qps))
+}
+
+async fn forward_as(order: &[Fake], first: First<std::future::Pending<Reply>>) -> Option<u8> {
+    let stats = Stats::default();
+    let result = run(
+        order,
+        &query(),
+        &[0],
+        &settings(),
+        &stats,
+        Instant::now(),
+        first,
+    )
+    .await;
+    match result {
+        Ok(answer) => Some(from(&answer)),
+        Err(ForwardError::BudgetSpent { attempts: 0 }) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_sends_the_overflow_to_the_next_upstream_then_refuses_to_send() {
+    let origin = Instant::now();
+    let (a, b) = (answering(1, 1000, 10.0), answering(2, 1000, 5.0));
+    let order = [a.clone(), b.clone()];
+    // 100 misses a second for 3 s: far beyond both budgets.
+    let mut by = [0usize; 3];
+    for i in 0..300u64 {
+        tokio::time::sleep_until(origin + Duration::from_millis(10 * i)).await;
+        match forward_as(&order, fresh()).await {
+            Some(up) => by[usize::from(up)] += 1,
+            None => by[0] += 1,
+        }
+    }
+    // At most one second's worth plus the rate times the 2.99 s elapsed; a token is lost at
+    // most to rounding.
+    let (to_a, to_b, spent) = (by[1], by[2], by[0]);
+    assert!((38..=40).contains(&to_a), "first upstream: {to_a}");
+    assert!((18..=20).contains(&to_b), "second upstream: {to_b}");
+    assert_eq!(
+        a.asked_at(origin).len(),
+        to_a,
+        "only what it answered reached it"
+    );
+    assert_eq!(b.asked_at(origin).len(), to_b);
+    assert_eq!(spent, 300 - to_a - to_b, "the rest were never sent");
+    // Every miss past the first's budget passed it over; past both, the second too.
+    assert_eq!(a.0.counters.budget_exhausted_total(), (300 - to_a) as u64);
+    assert_eq!(b.0.counters.budget_exhausted_total(), spent as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_leaves_clients_half_of_every_budget() {
+    let (a, b) = (answering(1, 100, 10.0), answering(2, 100, 4.0));
+    let order = [a.clone(), b.clone()];
+    let mut background = Vec::new();
+    for _ in 0..20 {
+        background.push(forward_as(&order, fresh_background()).await);
+    }
+    // Each upstream down to half its burst: 5 of 10, then 2 of 4.
+    let sent: Vec<u8> = background.iter().flatten().copied().collect();
+    assert_eq!(sent, [[1; 5].as_slice(), &[2; 2]].concat());
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(forward_as(&order, fresh()).await);
+    }
+    let sent: Vec<u8> = clients.iter().flatten().copied().collect();
+    assert_eq!(
+        sent,
+        [[1; 5].as_slice(), &[2; 2]].concat(),
+        "the reserve is the clients'"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_budget_spent_the_attempt_in_flight_is_still_heard() {
+    let origin = Instant::now();
+    // The first answers late; the second's budget is spent before the miss.
+    let a = Fake::budgeted(1, 200, &[(300, Does::Reply(reply(1, 0)))], Some(1.0));
+    let b = Fake::budgeted(2, 200, &[], Some(1.0));
+    assert!(b.spend(origin, Spender::Client));
+    let stats = Stats::default();
+    let order = [a.clone(), b.clone()];
+    let (result, took) = forward(&order, &stats).await;
+    assert_eq!(from(&result.unwrap()), 1);
+    assert_eq!(took, Duration::from_millis(300));
+    assert!(b.asked_at(origin).is_empty());
+    assert_eq!(b.0.counters.budget_exhausted_total(), 1);
+    // The same with no answer: the miss ends at the deadline, saying why no more was asked.
+    let a = Fake::budgeted(1, 200, &[], Some(1.0));
+    let order = [a.clone(), b.clone()];
+    let (result, took) = forward(&order, &stats).await;
+    assert!(matches!(
+        result,
+        Err(ForwardError::BudgetSpent { attempts: 1 })
+    ));
+    assert_eq!(took, Duration::from_secs(2));
+}
+
+#[test]
+fn an_upstream_named_by_two_zones_has_the_smaller_budget() {
+    let text = "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\nmax_qps = 10\n\
+                [[zones]]\nname = \"test\"\nupstreams = [\"127.0.0.1:9\"]\nmax_qps = 3\n\
+                [[zones]]\nname = \"other\"\nupstreams = [\"127.0.0.1:9\"]\n";
+    let cfg = crate::config::parse_str(text, "t").unwrap();
+    let mut set = super::super::UpstreamSet::new(cfg.forward.clone(), Arc::new(Stats::default()));
+    let zones: Vec<_> = cfg.zones.iter().map(|z| set.zone(z)).collect();
+    set.apply_budgets();
+    let up = &zones[0].upstreams[0];
+    assert!(Arc::ptr_eq(up, &zones[2].upstreams[0]), "one upstream");
+    let now = Instant::now();
+    let sent = (0..100).filter(|_| up.spend(now, Spender::Client)).count();
+    assert_eq!(sent, 3);
+}
+
+#[test]
+fn a_reload_applies_a_changed_budget_and_keeps_an_unchanged_one_spent() {
+    let config = |max_qps: u32| {
+        let text = format!(
+            "[[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:9\"]\nmax_qps = {max_qps}\n"
+        );
+        crate::config::parse_str(&text, "t").unwrap()
+    };
+    let spendable = |up: &Arc<crate::forward::Upstream>| {
+        let now = Instant::now();
+        (0..100).filter(|_| up.spend(now, Spender::Client)).count()
+    };
+    let cfg = config(2);
+    let mut set = super::super::UpstreamSet::new(cfg.forward.clone(), Arc::new(Stats::default()));
+    let up = set.zone(&cfg.zones[0]).upstreams[0].clone();
+    set.apply_budgets();
+    assert_eq!(spendable(&up), 2);
+    // The same budget again: the same upstream, its bucket as it was.
+    let mut same = set.successor(cfg.forward.clone());
+    assert!(Arc::ptr_eq(&same.zone(&cfg.zones[0]).upstreams[0], &up));
+    same.apply_budgets();
+    same.seal();
+    assert_eq!(spendable(&up), 0);
+    // A changed budget applies at once, with a full bucket.
+    let cfg = config(7);
+    let mut changed = same.successor(cfg.forward.clone());
+    changed.zone(&cfg.zones[0]);
+    changed.apply_budgets();
+    changed.seal();
+    assert_eq!(spendable(&up), 7);
 }

@@ -272,3 +272,42 @@ fn udp_limit_clamps_to_512_and_the_cap() {
         );
     }
 }
+
+#[test]
+fn an_error_with_ede_carries_it_when_the_client_sent_an_opt() {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let ede = Ede {
+        code: ede::PROHIBITED,
+        text: "client miss limit",
+    };
+    let mut out = Vec::new();
+    assert!(error_reply_ede(
+        &edns_query("a.example", 0),
+        rcode::REFUSED,
+        Some(ede),
+        &mut out
+    ));
+    let reply = Message::from_vec(&out).expect("hickory parses the reply");
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(reply.metadata.id, 7);
+    assert_eq!(reply.queries.len(), 1);
+    let edns = reply.edns.as_ref().expect("an OPT");
+    let opt = edns.options();
+    let Some(EdnsOption::Unknown(15, data)) = opt.get(EdnsCode::Unknown(15)) else {
+        panic!("no EDE option in {opt:?}");
+    };
+    assert_eq!(data[..2], ede::PROHIBITED.to_be_bytes());
+    assert_eq!(&data[2..], b"client miss limit");
+
+    // Without an OPT from the client there is nowhere to put it: the bare rcode.
+    assert!(error_reply_ede(
+        &plain_query("a.example"),
+        rcode::REFUSED,
+        Some(ede),
+        &mut out
+    ));
+    let reply = Message::from_vec(&out).expect("hickory parses the reply");
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.edns.is_none());
+}
