@@ -53,8 +53,6 @@ pub mod config;
 mod doctor;
 mod forward;
 mod handover;
-// Wired by the per-client limits; until then only its own tests use it.
-#[allow(dead_code)]
 mod limit;
 mod listener;
 mod metrics;
@@ -92,7 +90,7 @@ pub use reload::{ConfigSource, Control, ReloadError};
 pub use resolve::{Fast, Proto, Resolver};
 
 /// Counters tests read.
-pub use stats::{DropReason, Hot, Stats};
+pub use stats::{DropReason, Hot, LimitedAnswer, LimitedReason, Stats};
 
 /// The metric list `docs/metrics.md` is checked against.
 pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use super::client::Asker;
 use super::fast::client_of;
 use super::flight::{Outcome, upstream_query};
+use super::limited::Ticketed;
 use super::routing::Zone;
 use super::{Miss, Proto, Resolver, cache};
 use crate::coalesce::{Completion, Join, Waiter};
@@ -65,6 +66,16 @@ impl Resolver {
             Proto::Udp => &zone.requests.udp,
             Proto::Tcp => &zone.requests.tcp,
         });
+        // Past this point the miss costs upstream work: its client's limits apply, and
+        // the ticket goes with the reply, so the client's in-flight count drops when it
+        // is answered.
+        let reply_to = match self.admit(&miss) {
+            Ok(ticket) => Ticketed { reply_to, ticket },
+            Err(refusal) => {
+                let source = self.limited(&miss, refusal, routing.udp_cap, out);
+                return self.answered_now(&miss, source, out, logged_from);
+            }
+        };
         let stale_timeout = miss.stale.is_some().then_some(routing.stale_client_timeout);
         let wait = match self.coalescer.join(miss.query.cache_key()) {
             // Most misses: finished by the upstream socket's reader, no task of their own.
