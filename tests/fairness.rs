@@ -1,7 +1,7 @@
 //! One client cannot hurt the others. On loopback 127.0.0.2 (client A) and 127.0.0.3
 //! (client B) are two clients. A floods misses nodedns cannot finish (names under a zone
 //! whose upstream never answers) while B asks fresh names of a zone that answers after a
-//! fixed delay.
+//! fixed delay; and A holds more TCP connections than its share while B asks over TCP.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -15,7 +15,8 @@ use nodedns::{LimitedAnswer, LimitedReason};
 use support::client::{self, QueryBuilder};
 use support::fake_upstream::{Behavior, FakeUpstream};
 use support::nodedns::{Nodedns, config, zone};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 /// What the answering upstream takes for every query: B's latency is this, not CPU.
@@ -201,6 +202,135 @@ async fn a_client_flooding_misses_leaves_other_clients_answered_in_time() {
         "most of A's flood should be refused at once with EDE 18: {a:?}"
     );
     assert!(up.answering.udp_queries() >= 2 * B_NAMES);
+}
+
+/// Opens a TCP connection from `source` and has one query answered on it, so nodedns has
+/// accepted it and seated it before the next one opens.
+async fn open_answered(source: &str, server: SocketAddr, name: &str) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = sock.connect(server).await.unwrap();
+    let query = QueryBuilder::new(name, RecordType::A).build();
+    stream.write_all(&client::frame(&query)).await.unwrap();
+    let reply = tokio::time::timeout(B_WAIT, client::read_frame(&mut stream))
+        .await
+        .expect("an answer over TCP")
+        .unwrap();
+    assert_eq!(
+        Message::from_vec(&reply).unwrap().metadata.response_code,
+        ResponseCode::NoError
+    );
+    stream
+}
+
+/// Whether nodedns closed `stream`: EOF (or a reset) within `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_client_at_its_tcp_limit_loses_its_oldest_idle_connection() {
+    let up = FakeUpstream::start().await;
+    up.add_a("tcp.fair.test.", Ipv4Addr::new(198, 18, 1, 2), 300);
+    let toml = config(&zone(".", &[up.addr()], "")).replace(
+        "workers = 1\n",
+        "workers = 1\ntcp_max_connections_per_client = 3\n",
+    );
+    let ns = Nodedns::start(&toml).await;
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        a.push(open_answered("127.0.0.2", ns.addr, "tcp.fair.test").await);
+    }
+    // A fourth: the first, idle and oldest, is closed; the others and the new one serve.
+    let fourth = open_answered("127.0.0.2", ns.addr, "tcp.fair.test").await;
+    assert!(closed_within(&mut a[0], Duration::from_secs(5)).await);
+    for stream in &mut a[1..] {
+        assert!(!closed_within(stream, Duration::from_millis(200)).await);
+    }
+    assert_eq!(ns.stats().client_limited.tcp_idle_closed_total(), 1);
+    drop(fourth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_tcp_connections_leaves_other_clients_room() {
+    const GLOBAL: usize = 40;
+    const PER_CLIENT: usize = 32;
+    let up = FakeUpstream::start().await;
+    for i in 0..32 {
+        up.add_a(
+            &format!("t{i}.fair.test."),
+            Ipv4Addr::new(198, 18, 1, 3),
+            300,
+        );
+    }
+    up.add_a("a.fair.test.", Ipv4Addr::new(198, 18, 1, 4), 300);
+    let toml = config(&zone(".", &[up.addr()], "")).replace(
+        "workers = 1\n",
+        &format!(
+            "workers = 1\ntcp_max_connections = {GLOBAL}\n\
+             tcp_max_connections_per_client = {PER_CLIENT}\n"
+        ),
+    );
+    let ns = Nodedns::start(&toml).await;
+    // A takes its share, then tries for every slot there is and keeps re-opening as nodedns
+    // closes its connections.
+    let server = ns.addr;
+    let hog = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut opened = 0;
+        while Instant::now() < until && opened < 400 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(stream) = sock.connect(server).await {
+                held.push(stream);
+                opened += 1;
+            }
+            if held.len() >= GLOBAL {
+                // Drop the ones nodedns closed; the rest stay open and idle.
+                let mut open = Vec::new();
+                for mut s in held.drain(..) {
+                    if !closed_within(&mut s, Duration::from_millis(1)).await {
+                        open.push(s);
+                    }
+                }
+                held = open;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        held.len()
+    });
+    // Let A fill what it can.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut answered = 0;
+    for i in 0..32 {
+        let query = QueryBuilder::new(&format!("t{i}.fair.test"), RecordType::A)
+            .id(i)
+            .build();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let Ok(mut stream) = sock.connect(server).await else {
+            continue;
+        };
+        if stream.write_all(&client::frame(&query)).await.is_err() {
+            continue;
+        }
+        if let Ok(Ok(reply)) = tokio::time::timeout(B_WAIT, client::read_frame(&mut stream)).await
+            && Message::from_vec(&reply).is_ok_and(|m| !client::answer_a(&m).is_empty())
+        {
+            answered += 1;
+        }
+    }
+    hog.abort();
+    assert_eq!(
+        answered, 32,
+        "B's TCP queries answered while A held connections"
+    );
+    assert!(ns.stats().client_limited.tcp_idle_closed_total() > 0);
 }
 
 /// Asks `name` for A from `source` with an OPT record; the reply's bytes.
