@@ -31,6 +31,8 @@
 //! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - `acl`: which sources are answered (`listen.allow`), checked before any parsing.
+//! - `limit`: what one client may cost: misses in flight and started per second, in a
+//!   table of fixed size.
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.

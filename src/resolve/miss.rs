@@ -45,8 +45,9 @@ enum Wait {
 impl Resolver {
     /// Answers a query [`Resolver::fast`] passed on as `miss`: the entry point both
     /// listeners call for every miss. A reply that is ready at once (REFUSED for a name no
-    /// zone covers, or the stale answer or SERVFAIL of a miss refused as overload) is
-    /// written to `out`, and `true` says so. Otherwise the reply goes to `reply_to` when it
+    /// zone covers, the stale answer or SERVFAIL of a miss refused as overload, the stale
+    /// answer or REFUSED of a client past its limits) is written to `out`, and `true` says
+    /// so. Otherwise the reply goes to `reply_to` when it
     /// is ready: from the upstream socket's reader for a miss started inline (one client's
     /// UDP query with nothing stale, first for its key), else from a task.
     pub fn resolve<R: ReplyTo>(

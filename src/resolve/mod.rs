@@ -5,8 +5,8 @@
 //! query (the only parse it gets), answers malformed queries and CHAOS, and serves fresh cache
 //! hits without allocating or awaiting. What it cannot answer it hands back as a [`Miss`],
 //! which the listener passes, whatever its transport, to the one entry point for misses,
-//! [`Resolver::resolve`]. From there the miss is this module's: routing to a zone,
-//! coalescing identical misses, the flight to upstream ([`crate::forward`] runs the
+//! [`Resolver::resolve`]. From there the miss is this module's: routing to a zone, the
+//! client's limits (`limited`), coalescing identical misses, the flight to upstream ([`crate::forward`] runs the
 //! failover loop), the outcome (cached, then served to every waiter), and the fallback to a
 //! stale answer (RFC 8767) or SERVFAIL. The reply goes back through the listener's
 //! [`ReplyTo`].
