@@ -120,3 +120,35 @@ fn warn_now() -> bool {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::parse_str;
+
+    fn config(listen: &str) -> Config {
+        let text = format!(
+            "[listen]\naddresses = [\"127.0.0.1:0\"]\n{listen}\n\
+             [[zones]]\nname = \".\"\nupstreams = [\"127.0.0.1:5300\"]\n"
+        );
+        parse_str(&text, "test.toml").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reload_applies_changed_client_limits_and_keeps_the_table_otherwise() {
+        let first = config("client_miss_rate = 50");
+        let resolver = Resolver::new(&first, Arc::new(Stats::default()));
+        let table = resolver.clients.load_full();
+        assert_eq!(table.limits().rate, 50.0);
+        assert_eq!(table.limits().max_inflight, 1000);
+
+        // The same limits: the same table, so what clients have in flight carries over.
+        resolver.reconfigure(&config("client_miss_rate = 50\nworkers = 2"));
+        assert!(Arc::ptr_eq(&table, &resolver.clients.load_full()));
+
+        resolver.reconfigure(&config("client_miss_rate = 0\nmax_inflight = 40"));
+        let limits = resolver.clients.load().limits();
+        assert_eq!((limits.rate, limits.max_inflight), (0.0, 4));
+    }
+}
