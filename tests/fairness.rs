@@ -257,7 +257,7 @@ async fn a_client_at_its_tcp_limit_loses_its_oldest_idle_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_holding_tcp_connections_leaves_other_clients_room() {
-    const GLOBAL: usize = 40;
+    const GLOBAL: usize = 64;
     const PER_CLIENT: usize = 32;
     let up = FakeUpstream::start().await;
     for i in 0..32 {
