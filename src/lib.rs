@@ -31,6 +31,8 @@
 //! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - `acl`: which sources are answered (`listen.allow`), checked before any parsing.
+//! - `limit`: what one client may cost: misses in flight and started per second, in a
+//!   table of fixed size.
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.
@@ -53,8 +55,6 @@ pub mod config;
 mod doctor;
 mod forward;
 mod handover;
-// Wired by the per-client limits; until then only its own tests use it.
-#[allow(dead_code)]
 mod limit;
 mod listener;
 mod metrics;
@@ -92,7 +92,7 @@ pub use reload::{ConfigSource, Control, ReloadError};
 pub use resolve::{Fast, Proto, Resolver};
 
 /// Counters tests read.
-pub use stats::{DropReason, Hot, Stats};
+pub use stats::{DropReason, Hot, LimitedAnswer, LimitedReason, Stats};
 
 /// The metric list `docs/metrics.md` is checked against.
 pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};

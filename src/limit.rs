@@ -84,7 +84,7 @@ impl TokenBucket {
 pub struct Limits {
     /// Misses in flight at once.
     pub max_inflight: u32,
-    /// Misses started per second, on average.
+    /// Misses started per second, on average; 0 = no rate limit.
     pub rate: f64,
     /// Misses that may start at once after a quiet spell.
     pub burst: f64,
@@ -171,6 +171,11 @@ impl Clients {
         })
     }
 
+    /// The limits this table applies (a reload that changes them builds a new table).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     fn set(&self, key: u128) -> &Mutex<[Slot; WAYS]> {
         // A keyed mix: sources cannot be chosen to crowd one set.
         let mixed =
@@ -206,7 +211,7 @@ impl Clients {
         if slot.inflight >= self.limits.max_inflight {
             return Err(Refusal::Inflight);
         }
-        if !slot.bucket.take(now) {
+        if self.limits.rate > 0.0 && !slot.bucket.take(now) {
             return Err(Refusal::Rate);
         }
         slot.inflight += 1;
@@ -294,6 +299,27 @@ mod tests {
                 .admit(ip("10.0.0.1"), now + Duration::from_millis(200))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_rate_of_zero_limits_only_what_is_in_flight() {
+        let clients = Clients::new(Limits {
+            max_inflight: 3,
+            rate: 0.0,
+            burst: 1.0,
+        });
+        let now = Instant::now();
+        for _ in 0..100 {
+            drop(clients.admit(ip("10.0.0.1"), now).unwrap());
+        }
+        let held: Vec<_> = (0..3)
+            .map(|_| clients.admit(ip("10.0.0.1"), now).unwrap())
+            .collect();
+        assert_eq!(
+            clients.admit(ip("10.0.0.1"), now).err(),
+            Some(Refusal::Inflight)
+        );
+        drop(held);
     }
 
     #[test]

@@ -45,6 +45,8 @@ const CONFIG: &str = r#"
 [listen]
 # The test's addresses (benchmarking ranges) are not in the default allow list.
 allow = ["127.0.0.0/8", "169.254.0.0/16", "198.18.0.0/15", "2001:2::/48"]
+# One test client stands for every pod of the node: no per-client miss rate.
+client_miss_rate = 0
 addresses = ["169.254.20.10:53"]
 [cache]
 stale_max = "1h"

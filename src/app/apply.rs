@@ -56,6 +56,7 @@ impl Server {
         for (addr, bound) in fresh {
             life.serve(addr, bound, &self.current.listen);
         }
+        life.set_limits(&self.current.listen);
         let keep = &self.current.listen.addresses;
         life.keep_only(keep);
         self.deferred.retain(|a| keep.contains(a));

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config;
-use crate::listener::{self, Bound, tcp};
+use crate::listener::{self, Bound, TcpClients, tcp};
 use crate::resolve::Resolver;
 use crate::sys::UdpFd;
 
@@ -29,6 +29,8 @@ pub(super) struct Lifecycle {
     tasks: TaskTracker,
     /// Client TCP connections, capped across every listener.
     connections: Arc<Semaphore>,
+    /// Client TCP connections by client, across every listener.
+    tcp_clients: Arc<TcpClients>,
     /// Serving listen addresses, by address as configured: the bound address and the token
     /// that stops its listeners.
     running: HashMap<SocketAddr, (SocketAddr, CancellationToken)>,
@@ -42,6 +44,7 @@ impl Lifecycle {
             runtimes,
             shutdown: CancellationToken::new(),
             connections: Arc::new(Semaphore::new(cfg.tcp_max_connections)),
+            tcp_clients: TcpClients::new(cfg.clients.tcp_max_connections),
             running: HashMap::new(),
         }
     }
@@ -67,9 +70,14 @@ impl Lifecycle {
             self.tasks.spawn_on(serve, rt);
         }
         let (r, c, t) = (self.resolver.clone(), token, self.tasks.clone());
-        let conns = self.connections.clone();
+        let conns = (self.connections.clone(), self.tcp_clients.clone());
         self.tasks
             .spawn(tcp::serve(bound.tcp, r, limits, conns, c, t));
+    }
+
+    /// Applies the reloaded per-client TCP limit to connections opened from now on.
+    pub fn set_limits(&self, cfg: &config::Listen) {
+        self.tcp_clients.set_limit(cfg.clients.tcp_max_connections);
     }
 
     pub fn is_serving(&self, addr: &SocketAddr) -> bool {

@@ -15,6 +15,8 @@ pub const MAX_TCP_CONNECTIONS: i64 = 100_000;
 pub const MAX_PIPELINED: i64 = 65_535;
 /// Upstream queries in flight at most.
 pub const MAX_INFLIGHT: i64 = 1_000_000;
+/// One client's misses per second (and burst) at most: beyond any one pod's need.
+pub const MAX_CLIENT_MISS_RATE: i64 = 1_000_000;
 /// Cache entries at most: 100 million is tens of GiB of answers.
 pub const MAX_CAPACITY: i64 = 100_000_000;
 /// Cache bytes at most.

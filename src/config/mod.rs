@@ -65,6 +65,8 @@ pub struct Listen {
     /// Upstream queries in flight at most, all clients together (default 10000); beyond it a
     /// miss is answered SERVFAIL and counted.
     pub max_inflight: usize,
+    /// What one client (a source address; an IPv6 /64) may cost.
+    pub clients: ClientLimits,
     /// On SIGTERM/SIGINT, how long in-flight queries may finish (default `5s`).
     pub drain_timeout: Duration,
     /// The sources answered (default [`crate::acl::DEFAULT_ALLOW`]: loopback, link-local,
@@ -72,6 +74,20 @@ pub struct Listen {
     pub allow: crate::acl::Allow,
     /// What another source gets (default `refuse`).
     pub deny_action: DenyAction,
+}
+
+/// `[listen]` limits per client: misses are limited, hits never are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Misses in flight at once (`max_inflight_per_client`, default `max_inflight / 10`).
+    pub max_inflight: usize,
+    /// Misses started per second on average (`client_miss_rate`, default 200; 0 = no rate
+    /// limit).
+    pub miss_rate: u32,
+    /// Misses that may start at once after a quiet spell (`client_miss_burst`, default 1000).
+    pub miss_burst: u32,
+    /// Open TCP connections (`tcp_max_connections_per_client`, default 32).
+    pub tcp_max_connections: usize,
 }
 
 /// `listen.deny_action`: what a source outside `listen.allow` gets.

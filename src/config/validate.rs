@@ -111,6 +111,7 @@ fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
         10_000,
         (1, MAX_INFLIGHT),
     );
+    let clients = client_limits(c, raw, max_inflight.as_ref().map(|f| f.value));
     let drain = c.duration("listen.drain_timeout", &raw.drain_timeout, 5 * SECOND);
     let drain = c.at_most(drain, 10 * MINUTE);
     let allow = listen_allow(c, &raw.allow);
@@ -123,9 +124,51 @@ fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {
         tcp_idle_timeout: tcp_idle?.value,
         tcp_max_pipelined: pipelined?.value,
         max_inflight: max_inflight?.value,
+        clients: clients?,
         drain_timeout: drain?.value,
         allow: allow?,
         deny_action: deny_action?,
+    })
+}
+
+/// What one client may cost (`listen.max_inflight_per_client`, `client_miss_rate`,
+/// `client_miss_burst`, `tcp_max_connections_per_client`). The in-flight limit defaults to a
+/// tenth of `max_inflight` (`None`: that was bad, and is reported already).
+fn client_limits(
+    c: &mut Check<'_>,
+    raw: &RawListen,
+    max_inflight: Option<usize>,
+) -> Option<super::ClientLimits> {
+    let tenth = max_inflight.map_or(1, |m| (m / 10).max(1));
+    let inflight = c.count(
+        "listen.max_inflight_per_client",
+        &raw.max_inflight_per_client,
+        tenth,
+        (1, MAX_INFLIGHT),
+    );
+    let rate = c.count(
+        "listen.client_miss_rate",
+        &raw.client_miss_rate,
+        200u32,
+        (0, MAX_CLIENT_MISS_RATE),
+    );
+    let burst = c.count(
+        "listen.client_miss_burst",
+        &raw.client_miss_burst,
+        1000u32,
+        (1, MAX_CLIENT_MISS_RATE),
+    );
+    let tcp = c.count(
+        "listen.tcp_max_connections_per_client",
+        &raw.tcp_max_connections_per_client,
+        32,
+        (1, MAX_TCP_CONNECTIONS),
+    );
+    Some(super::ClientLimits {
+        max_inflight: inflight?.value,
+        miss_rate: rate?.value,
+        miss_burst: burst?.value,
+        tcp_max_connections: tcp?.value,
     })
 }
 

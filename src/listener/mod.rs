@@ -11,6 +11,7 @@
 
 mod bind;
 pub mod tcp;
+mod tcp_clients;
 pub mod udp;
 
 use std::io;
@@ -21,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::sys;
 
 pub use bind::{BindError, Bound, bind_address};
+pub use tcp_clients::TcpClients;
 
 /// Kernel receive buffer asked for on UDP listeners: a burst of CI pods starting at once
 /// must queue, not drop, while a worker is busy.

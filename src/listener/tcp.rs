@@ -5,7 +5,9 @@
 //! `tcp_max_pipelined` at once. A frame shorter than a DNS header or longer than any query
 //! can be closes the connection: the stream can no longer be trusted to be in sync. Idle
 //! connections close after `tcp_idle_timeout`; connections beyond `tcp_max_connections`
-//! are closed on accept.
+//! are closed on accept. One client holds at most `tcp_max_connections_per_client`: one
+//! more closes its oldest idle connection, or is closed on accept when none is idle
+//! ([`TcpClients`]).
 //!
 //! On shutdown nothing a client already sent is dropped: connections the kernel completed
 //! but nobody accepted yet are accepted before the listener closes (closing would reset
@@ -27,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tcp_clients::{Opened, Seat, TcpClients};
 use crate::resolve::{Fast, Proto, ReplyTo, Resolver};
 use crate::stats::{DropReason, Stats};
 use crate::wire;
@@ -52,25 +55,46 @@ pub struct Limits {
     pub max_pipelined: usize,
 }
 
-/// Accepts connections on `listener` until `shutdown` fires.
+/// Accepts connections on `listener` until `shutdown` fires. `connections` caps them
+/// across every listener, and `clients` per client.
 pub async fn serve(
     listener: TcpListener,
     resolver: Arc<Resolver>,
     limits: Limits,
-    connections: Arc<Semaphore>,
+    (connections, clients): (Arc<Semaphore>, Arc<TcpClients>),
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let spawn = |stream: TcpStream| {
+    let spawn = |stream: TcpStream, peer: SocketAddr| {
+        let stats = resolver.stats();
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            resolver.stats().dropped_one(DropReason::TcpConnections);
+            stats.dropped_one(DropReason::TcpConnections);
             return; // dropping the stream closes it
+        };
+        let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
+        let slots = limits.max_pipelined.max(1);
+        let seat = match clients.open(peer.ip(), pipelined.clone(), slots) {
+            Opened::Seated { seat, closed_idle } => {
+                if closed_idle {
+                    stats.client_limited.tcp_idle_closed();
+                }
+                seat
+            }
+            Opened::Refused => {
+                stats.dropped_one(DropReason::TcpConnections);
+                return;
+            }
         };
         let (resolver, shutdown) = (resolver.clone(), shutdown.clone());
         tasks.spawn(async move {
             let stats = resolver.stats();
             stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
-            connection(stream, &resolver, limits, shutdown).await;
+            let conn = Connection {
+                pipelined,
+                seat,
+                limits,
+            };
+            connection(stream, &resolver, conn, shutdown).await;
             stats.tcp_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -81,8 +105,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
-        if let Ok((stream, _)) = accepted {
-            spawn(stream);
+        if let Ok((stream, peer)) = accepted {
+            spawn(stream, peer);
         }
     }
     // Connections the kernel already completed are taken before the listener closes. The
@@ -91,19 +115,32 @@ pub async fn serve(
     // in the SO_REUSEPORT group, keeps getting new ones.
     for _ in 0..SHUTDOWN_ACCEPT_MAX {
         match tokio::time::timeout(SHUTDOWN_POLL, listener.accept()).await {
-            Ok(Ok((stream, _))) => spawn(stream),
+            Ok(Ok((stream, peer))) => spawn(stream, peer),
             Ok(Err(_)) => {}
             Err(_) => break,
         }
     }
 }
 
+/// What one connection is given: its pipelining slots (which say whether it is idle) and
+/// its seat among its client's connections.
+struct Connection {
+    pipelined: Arc<Semaphore>,
+    seat: Seat,
+    limits: Limits,
+}
+
 async fn connection(
     stream: TcpStream,
     resolver: &Arc<Resolver>,
-    limits: Limits,
+    conn: Connection,
     shutdown: CancellationToken,
 ) {
+    let Connection {
+        pipelined,
+        seat,
+        limits,
+    } = conn;
     let _ = stream.set_nodelay(true);
     // For the query log only; a connection whose peer is already gone logs the unspecified
     // address.
@@ -114,7 +151,6 @@ async fn connection(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_pipelined.max(1));
     // Not tracked: it ends with this connection, which awaits it.
     let writer = tokio::spawn(write_frames(wr, rx));
-    let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
     let mut rd = BufReader::new(rd);
     let mut out = Vec::new();
     let (mut idle, mut draining) = (limits.idle_timeout, false);
@@ -129,6 +165,8 @@ async fn connection(
                 (idle, draining) = (SHUTDOWN_IDLE, true);
                 tokio::time::timeout(SHUTDOWN_IDLE, &mut read).await.and_then(|f| f)
             }
+            // A newer connection of this client took its seat while it was idle.
+            _ = seat.close.cancelled() => break,
         };
         let frame = match frame {
             Ok(Ok(frame)) => frame,

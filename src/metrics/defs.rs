@@ -105,6 +105,18 @@ pub const DEFS: &[Def] = &[
         "Misses answered SERVFAIL because too many queries were in flight.",
     ),
     def(
+        "nodedns_client_limited_total",
+        C,
+        &["reason", "answer"],
+        "Misses of one client past its limit (reason inflight or rate), answered stale or REFUSED with Extended DNS Error 18 at once.",
+    ),
+    def(
+        "nodedns_tcp_client_idle_closed_total",
+        C,
+        &[],
+        "Idle client TCP connections closed because their client opened one beyond tcp_max_connections_per_client.",
+    ),
+    def(
         "nodedns_denied_total",
         C,
         &["action"],

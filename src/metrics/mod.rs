@@ -23,7 +23,9 @@ use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::cache::Cache;
-use crate::stats::{DropReason, ErrorKind, Hot, RCODE_SLOTS, Stats, UpstreamStatus};
+use crate::stats::{
+    DropReason, ErrorKind, Hot, LimitedAnswer, LimitedReason, RCODE_SLOTS, Stats, UpstreamStatus,
+};
 
 pub use defs::{DEFS, Def, MetricKind, RCODES, ZONE_UNROUTED};
 
@@ -200,6 +202,16 @@ impl Metrics {
         for (action, hot) in [("refuse", Hot::DeniedRefused), ("drop", Hot::DeniedDropped)] {
             counter(r, "nodedns_denied_total", &[("action", action)]).absolute(s.get(hot));
         }
+        let limited = &s.client_limited;
+        for reason in LimitedReason::ALL {
+            for answer in LimitedAnswer::ALL {
+                let labels = [("reason", reason.label()), ("answer", answer.label())];
+                counter(r, "nodedns_client_limited_total", &labels)
+                    .absolute(limited.get(reason, answer));
+            }
+        }
+        counter(r, "nodedns_tcp_client_idle_closed_total", &[])
+            .absolute(limited.tcp_idle_closed_total());
         for reason in DropReason::ALL {
             counter(r, "nodedns_dropped_total", &[("reason", reason.label())])
                 .absolute(s.dropped(reason));

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use super::client::Asker;
 use super::fast::client_of;
 use super::flight::{Outcome, upstream_query};
+use super::limited::Ticketed;
 use super::routing::Zone;
 use super::{Miss, Proto, Resolver, cache};
 use crate::coalesce::{Completion, Join, Waiter};
@@ -45,8 +46,9 @@ enum Wait {
 impl Resolver {
     /// Answers a query [`Resolver::fast`] passed on as `miss`: the entry point both
     /// listeners call for every miss. A reply that is ready at once (REFUSED for a name no
-    /// zone covers, or the stale answer or SERVFAIL of a miss refused as overload) is
-    /// written to `out`, and `true` says so. Otherwise the reply goes to `reply_to` when it
+    /// zone covers, the stale answer or SERVFAIL of a miss refused as overload, the stale
+    /// answer or REFUSED of a client past its limits) is written to `out`, and `true` says
+    /// so. Otherwise the reply goes to `reply_to` when it
     /// is ready: from the upstream socket's reader for a miss started inline (one client's
     /// UDP query with nothing stale, first for its key), else from a task.
     pub fn resolve<R: ReplyTo>(
@@ -66,6 +68,16 @@ impl Resolver {
             Proto::Udp => &zone.requests.udp,
             Proto::Tcp => &zone.requests.tcp,
         });
+        // Past this point the miss costs upstream work: its client's limits apply, and
+        // the ticket goes with the reply, so the client's in-flight count drops when it
+        // is answered.
+        let reply_to = match self.admit(&miss) {
+            Ok(ticket) => Ticketed { reply_to, ticket },
+            Err(refusal) => {
+                let source = self.limited(&miss, refusal, routing.udp_cap, out);
+                return self.answered_now(&miss, source, out, logged_from);
+            }
+        };
         let stale_timeout = miss.stale.is_some().then_some(routing.stale_client_timeout);
         let wait = match self.coalescer.join(miss.query.cache_key()) {
             // Most misses: finished by the upstream socket's reader, no task of their own.

@@ -5,8 +5,8 @@
 //! query (the only parse it gets), answers malformed queries and CHAOS, and serves fresh cache
 //! hits without allocating or awaiting. What it cannot answer it hands back as a [`Miss`],
 //! which the listener passes, whatever its transport, to the one entry point for misses,
-//! [`Resolver::resolve`]. From there the miss is this module's: routing to a zone,
-//! coalescing identical misses, the flight to upstream ([`crate::forward`] runs the
+//! [`Resolver::resolve`]. From there the miss is this module's: routing to a zone, the
+//! client's limits (`limited`), coalescing identical misses, the flight to upstream ([`crate::forward`] runs the
 //! failover loop), the outcome (cached, then served to every waiter), and the fallback to a
 //! stale answer (RFC 8767) or SERVFAIL. The reply goes back through the listener's
 //! [`ReplyTo`].
@@ -25,6 +25,7 @@ mod client;
 mod fast;
 mod flight;
 mod inline;
+mod limited;
 mod miss;
 mod routing;
 
@@ -40,6 +41,7 @@ use crate::cache::{self, Cache, TtlPolicy};
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::forward::UpstreamSet;
+use crate::limit::Clients;
 use crate::stats::{Stats, UpstreamStatus};
 use crate::wire::{self, Query};
 
@@ -89,6 +91,9 @@ pub struct Resolver {
     cache: Cache,
     routing: ArcSwap<Routing>,
     coalescer: Coalescer<Arc<Outcome>>,
+    /// What each client has in flight and may still start; replaced when a reload changes
+    /// the limits (tickets of the old table drop into it).
+    clients: ArcSwap<Clients>,
     upstreams: Mutex<UpstreamSet>,
     stats: Arc<Stats>,
     /// What CHAOS `version.bind` and `id.server` answer; fixed for the process's life.
@@ -104,6 +109,7 @@ impl Resolver {
             cache: Cache::new(routing::cache_limits(cfg)),
             routing: ArcSwap::from_pointee(routing),
             coalescer: Coalescer::new(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key),
+            clients: ArcSwap::new(Clients::new(limited::limits(cfg))),
             upstreams: Mutex::new(upstreams),
             stats,
             identity: routing::identity(),
@@ -124,6 +130,10 @@ impl Resolver {
         self.cache.set_limits(routing::cache_limits(cfg));
         self.coalescer
             .set_limits(cfg.listen.max_inflight, cfg.cache.max_waiters_per_key);
+        let limits = limited::limits(cfg);
+        if self.clients.load().limits() != limits {
+            self.clients.store(Clients::new(limits));
+        }
     }
 
     pub fn stats(&self) -> &Arc<Stats> {

@@ -16,6 +16,7 @@
 //! count atomically. Rarer counters (failovers, spoofed replies, ...) are relaxed atomics.
 
 mod histogram;
+mod limited;
 mod upstream;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
+pub use limited::{ClientLimited, LimitedAnswer, LimitedReason};
 pub use upstream::{ErrorKind, UpstreamCounters, UpstreamStatus};
 
 /// Why a packet got no answer at all.
@@ -134,6 +136,8 @@ pub struct Stats {
     /// Unix time of the last config load that succeeded (start-up counts).
     pub last_reload_ok_unix: AtomicU64,
     pub tcp_connections: AtomicI64,
+    /// Misses and TCP connections a per-client limit turned away.
+    pub client_limited: ClientLimited,
 }
 
 impl Default for Stats {
@@ -150,6 +154,7 @@ impl Default for Stats {
             reloads_failed: AtomicU64::new(0),
             last_reload_ok_unix: AtomicU64::new(0),
             tcp_connections: AtomicI64::new(0),
+            client_limited: ClientLimited::default(),
         }
     }
 }

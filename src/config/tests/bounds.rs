@@ -35,6 +35,15 @@ const BOUNDS: &[(&str, &str, &str, &str)] = &[
     ("listen", "tcp_idle_timeout", "\"10m\"", "\"601s\""),
     ("listen", "tcp_max_pipelined", "65535", "65536"),
     ("listen", "max_inflight", "1000000", "1000001"),
+    ("listen", "max_inflight_per_client", "1000000", "1000001"),
+    ("listen", "client_miss_rate", "1000000", "1000001"),
+    ("listen", "client_miss_burst", "1000000", "1000001"),
+    (
+        "listen",
+        "tcp_max_connections_per_client",
+        "100000",
+        "100001",
+    ),
     ("listen", "drain_timeout", "\"10m\"", "\"601s\""),
     ("interface", "check_interval", "\"1h\"", "\"3601s\""),
     ("cache", "capacity", "100000000", "100000001"),
@@ -66,6 +75,28 @@ fn every_number_and_duration_has_an_upper_bound_reported_where_written() {
             d.reason.contains("out of range") || d.reason.contains("above"),
             "{section}.{key}: {d:?}"
         );
+    }
+}
+
+#[test]
+fn the_in_flight_limit_per_client_defaults_to_a_tenth_of_the_total() {
+    let text = format!("[listen]\nmax_inflight = 55\n{ZONE}");
+    let config = parse_str(&text, "test.toml").unwrap();
+    assert_eq!(config.listen.clients.max_inflight, 5);
+    let text = format!("[listen]\nmax_inflight = 5\n{ZONE}");
+    let config = parse_str(&text, "test.toml").unwrap();
+    assert_eq!(config.listen.clients.max_inflight, 1);
+    let text = format!("[listen]\nmax_inflight = 55\nmax_inflight_per_client = 55\n{ZONE}");
+    let config = parse_str(&text, "test.toml").unwrap();
+    assert_eq!(config.listen.clients.max_inflight, 55);
+    // 0 turns the rate limit off; nothing else may be 0.
+    accepted("listen", "client_miss_rate", "0");
+    for key in [
+        "max_inflight_per_client",
+        "client_miss_burst",
+        "tcp_max_connections_per_client",
+    ] {
+        refused_at("listen", key, "0");
     }
 }
 

@@ -66,6 +66,13 @@ fn omitted_keys_take_their_documented_defaults() {
         (1000, 64)
     );
     assert_eq!(listen.max_inflight, 10_000);
+    let clients = ClientLimits {
+        max_inflight: 1000,
+        miss_rate: 200,
+        miss_burst: 1000,
+        tcp_max_connections: 32,
+    };
+    assert_eq!(listen.clients, clients);
     assert_eq!(
         (listen.tcp_idle_timeout, listen.drain_timeout),
         (secs(10), secs(5))
