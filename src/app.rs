@@ -249,8 +249,15 @@ impl Server {
         let scrape =
             Box::new(move || metrics.render(resolver.cache(), &resolver.upstream_status()));
         let ready = self.admin.ready.clone();
+        let resolver = self.resolver.clone();
+        let top = Box::new(move |seconds, n| {
+            let now = tokio::time::Instant::now();
+            resolver.top().report(seconds, n, now).to_json()
+        });
         // Not tracked: it serves through the drain and is awaited after it.
-        Some(tokio::spawn(admin::serve(endpoint, scrape, ready, stop)))
+        Some(tokio::spawn(admin::serve(
+            endpoint, scrape, ready, top, stop,
+        )))
     }
 
     /// Joins deferred addresses and applies reloads until `shutdown` completes.

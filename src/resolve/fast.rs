@@ -41,6 +41,7 @@ impl Resolver {
             Ok(q) => q,
             Err(e) => return self.reject(pkt, e, out),
         };
+        self.top.query(client.ip(), q.qname(), &routing.search, now);
         // One compare for IN queries: CHAOS is answered here, never cached or forwarded.
         if q.qclass == wire::class::CH {
             return self.chaos(pkt, &q, out);
@@ -149,6 +150,7 @@ impl Resolver {
     pub(super) fn count_reply(&self, out: &[u8]) {
         if let Some(h) = wire::Header::parse(out) {
             self.stats.response(h.rcode());
+            self.top.reply(h.rcode(), out);
         }
     }
 

@@ -41,6 +41,7 @@ use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::forward::UpstreamSet;
 use crate::stats::{Stats, UpstreamStatus};
+use crate::top::Top;
 use crate::wire::{self, Query};
 
 use flight::Outcome;
@@ -94,6 +95,8 @@ pub struct Resolver {
     /// What CHAOS `version.bind` and `id.server` answer; fixed for the process's life.
     identity: wire::Identity,
     tasks: TaskTracker,
+    /// The heaviest clients and names, for `nodedns top`.
+    top: Top,
 }
 
 impl Resolver {
@@ -108,6 +111,7 @@ impl Resolver {
             stats,
             identity: routing::identity(),
             tasks: TaskTracker::new(),
+            top: Top::new(),
         }
     }
 
@@ -128,6 +132,10 @@ impl Resolver {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    pub fn top(&self) -> &Top {
+        &self.top
     }
 
     pub fn cache(&self) -> &Cache {

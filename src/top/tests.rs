@@ -1,0 +1,200 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+fn wire_name(dotted: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    for label in dotted.split('.') {
+        w.push(u8::try_from(label.len()).unwrap());
+        w.extend(label.bytes());
+    }
+    w
+}
+
+fn keys(entries: &[report::Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.key.as_str()).collect()
+}
+
+#[test]
+fn a_window_covers_the_slices_it_asks_for_and_no_older_ones() {
+    let top = Top::new();
+    // Second 5: .2 misses 3 times. Second 65: .3 misses twice. Second 125: .4 once.
+    for _ in 0..3 {
+        top.record(Event::Miss(ip(2)), 5);
+    }
+    for _ in 0..2 {
+        top.record(Event::Miss(ip(3)), 65);
+    }
+    top.record(Event::Miss(ip(4)), 125);
+
+    let at = |seconds, secs| top.report_at(seconds, 10, secs);
+    // At second 129, the last 10 s are the slice 120..130.
+    let r = at(10, 129);
+    assert_eq!(keys(&r.clients_by_misses), ["127.0.0.4"]);
+    assert_eq!(r.covered_seconds, 9);
+    // The last 70 s: slices from 60, so .3 and .4, not .2.
+    let r = at(70, 129);
+    assert_eq!(keys(&r.clients_by_misses), ["127.0.0.3", "127.0.0.4"]);
+    assert_eq!(r.clients_by_misses[0].count, 2);
+    assert_eq!(r.covered_seconds, 69);
+    // Everything, heaviest first.
+    let r = at(300, 129);
+    assert_eq!(
+        keys(&r.clients_by_misses),
+        ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    );
+    // No more than the process has run.
+    assert_eq!(r.covered_seconds, 129);
+    // Five minutes on, nothing is left in any window.
+    let r = at(300, 129 + 300);
+    assert!(r.clients_by_misses.is_empty(), "{r:?}");
+}
+
+#[test]
+fn slices_of_other_threads_are_merged_at_read_time() {
+    let top = std::sync::Arc::new(Top::new());
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let top = top.clone();
+            std::thread::spawn(move || {
+                // Thread t sees client .9 ten times and its own client t+1 times.
+                for _ in 0..10 {
+                    top.record(Event::Miss(ip(9)), 12);
+                }
+                for _ in 0..=t {
+                    top.record(Event::Miss(ip(t)), 12);
+                }
+                // A later event retires this thread's slice 1 into the ring.
+                top.record(Event::Nxdomain(b"\x01x"), 25);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = top.report_at(60, 2, 29);
+    assert_eq!(keys(&r.clients_by_misses), ["127.0.0.9", "127.0.0.3"]);
+    assert_eq!(r.clients_by_misses[0].count, 40);
+    assert_eq!(r.names_by_nxdomain[0].count, 4);
+    assert_eq!(keys(&r.names_by_nxdomain), ["x"]);
+}
+
+#[test]
+fn a_slice_retired_late_does_not_replace_a_newer_one() {
+    let top = Top::new();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let top = &top;
+        let late = s.spawn(move || {
+            // This thread's slice 0 stays current while it idles...
+            top.record(Event::Miss(ip(6)), 1);
+            wait.recv().unwrap();
+            // ... and is retired at second 410, when the ring's slot for it holds slice 30.
+            top.record(Event::Nxdomain(b"\x01x"), 410);
+        });
+        top.record(Event::Miss(ip(5)), 305);
+        top.record(Event::Miss(ip(5)), 400);
+        go.send(()).unwrap();
+        late.join().unwrap();
+    });
+    let r = top.report_at(300, 10, 410);
+    let misses: Vec<(&str, u64)> = r
+        .clients_by_misses
+        .iter()
+        .map(|e| (e.key.as_str(), e.count))
+        .collect();
+    assert_eq!(misses, [("127.0.0.5", 2)]);
+}
+
+#[test]
+fn queries_are_sampled_with_their_weight_and_expansions_give_their_base() {
+    let top = Top::new();
+    let search = Suffixes::parse(&crate::search_path::DEFAULT).unwrap();
+    let mut expansion = wire_name("registry.example.com.gitlab.svc.cluster.local");
+    expansion.push(0);
+    let mut plain = wire_name("registry.example.com");
+    plain.push(0);
+    let now = Instant::now();
+    // Clients taking turns in a fixed pattern, .8 twice as often as .7 and .9: a fixed
+    // sampling gap would pick the same position of the pattern every time.
+    let turns = [(7, &expansion), (8, &plain), (9, &plain), (8, &plain)];
+    let rounds = 4000u32;
+    for _ in 0..rounds {
+        for &(client, qname) in &turns {
+            top.query(ip(client), qname, &search, now);
+        }
+    }
+    let r = top.report(60, 5, now);
+    let count = |key: &str| {
+        let e = r.clients_by_queries.iter().find(|e| e.key == key).unwrap();
+        assert_eq!(e.count % u64::from(QUERY_SAMPLE), 0, "{e:?}");
+        e.count
+    };
+    // Within 10% of the truth (the sampled counts' spread is about 3%).
+    for (key, truth) in [("127.0.0.7", rounds), ("127.0.0.8", 2 * rounds)] {
+        let (got, truth) = (count(key), u64::from(truth));
+        assert!(got.abs_diff(truth) < truth / 10, "{key}: {got} for {truth}");
+    }
+    assert_eq!(keys(&r.search_bases), ["registry.example.com"]);
+    let bases = r.search_bases[0].count;
+    assert!(bases.abs_diff(u64::from(rounds)) < u64::from(rounds) / 10);
+    assert_eq!(r.query_sample, QUERY_SAMPLE);
+}
+
+#[test]
+fn nxdomain_and_servfail_replies_count_their_lowercased_question() {
+    let top = Top::new();
+    let mut reply = vec![0u8; wire::HEADER_LEN];
+    reply.extend(wire_name("Nope.Example"));
+    reply.extend([0, 0, 1, 0, 1]);
+    top.reply(wire::rcode::NXDOMAIN, &reply);
+    top.reply(wire::rcode::NXDOMAIN, &reply);
+    top.reply(wire::rcode::SERVFAIL, &reply);
+    top.reply(wire::rcode::NOERROR, &reply);
+    // Not a name: a compression pointer, a truncated label.
+    top.reply(
+        wire::rcode::NXDOMAIN,
+        &[0u8; 12]
+            .iter()
+            .chain(&[0xC0, 12])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    top.reply(
+        wire::rcode::NXDOMAIN,
+        &[0u8; 12]
+            .iter()
+            .chain(&[5, b'a'])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let r = top.report(60, 5, Instant::now());
+    assert_eq!(keys(&r.names_by_nxdomain), ["nope.example"]);
+    assert_eq!(r.names_by_nxdomain[0].count, 2);
+    assert_eq!(keys(&r.names_by_servfail), ["nope.example"]);
+}
+
+#[test]
+fn reports_read_back_from_json_and_print_aligned_tables() {
+    let top = Top::new();
+    for (client, times) in [(3u8, 12), (2, 1)] {
+        for _ in 0..times {
+            top.record(Event::Miss(ip(client)), 0);
+        }
+    }
+    let r = top.report_at(60, 5, 1);
+    let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(back, r);
+    let text = r.to_text();
+    assert!(text.contains("queries sampled 1 in 16"), "{text}");
+    let misses = text.split("Clients by misses").nth(1).unwrap();
+    let rows: Vec<&str> = misses.lines().skip(2).take(2).collect();
+    assert_eq!(
+        rows,
+        ["     12       0  127.0.0.3", "      1       0  127.0.0.2"]
+    );
+    assert_eq!(report::dotted(b"\x03a.b\x01c"), "a\\.b.c");
+}
