@@ -208,3 +208,27 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn top_parameters_are_defaulted_bounded_and_named_when_wrong() {
+        assert_eq!(top_params(""), Ok((60, 10)));
+        assert_eq!(top_params("seconds=300&n=64"), Ok((300, 64)));
+        assert_eq!(top_params("n=3"), Ok((60, 3)));
+        for (bad, named) in [
+            ("seconds=0", "seconds=0"),
+            ("seconds=301", "seconds=301"),
+            ("n=65", "n=65"),
+            ("n=-1", "n=-1"),
+            ("seconds", "seconds="),
+            ("limit=5", "limit"),
+        ] {
+            let err = top_params(bad).unwrap_err();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+    }
+}

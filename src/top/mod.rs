@@ -29,6 +29,7 @@ pub mod report;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -59,6 +60,9 @@ pub type Name = Box<[u8]>;
 struct Slice {
     /// Which slice of time: seconds since start divided by [`SLICE_SECS`].
     epoch: u64,
+    /// When it ends, so a recording thread compares instants instead of computing the
+    /// epoch of every event.
+    ends: Option<Instant>,
     clients_by_queries: SpaceSaving<IpAddr>,
     clients_by_misses: SpaceSaving<IpAddr>,
     names_by_nxdomain: SpaceSaving<Name>,
@@ -70,6 +74,7 @@ impl Slice {
     fn new(epoch: u64) -> Slice {
         Slice {
             epoch,
+            ends: None,
             clients_by_queries: SpaceSaving::new(CAPACITY),
             clients_by_misses: SpaceSaving::new(CAPACITY),
             names_by_nxdomain: SpaceSaving::new(CAPACITY),
@@ -168,9 +173,8 @@ impl Top {
         }
     }
 
-    /// Seconds since this `Top` began, at `now`.
-    fn secs(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.origin).as_secs()
+    fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
     }
 
     /// One query from `client` for `qname` (lowercased wire form), hits included: the
@@ -192,12 +196,12 @@ impl Top {
     fn query_sampled(&self, client: IpAddr, qname: &[u8], search: &Suffixes, now: Instant) {
         COUNTDOWN.with(|c| c.set(next_gap()));
         let base = search.base(qname);
-        self.record(Event::Query { client, base }, self.secs(now));
+        self.record(Event::Query { client, base }, now);
     }
 
     /// A query from `client` the cache did not answer fresh.
     pub fn miss(&self, client: IpAddr, now: Instant) {
-        self.record(Event::Miss(client), self.secs(now));
+        self.record(Event::Miss(client), now);
     }
 
     /// A reply about to be sent: NXDOMAIN and SERVFAIL count its question's name.
@@ -219,22 +223,33 @@ impl Top {
         } else {
             Event::Servfail(name)
         };
-        self.record(event, self.secs(Instant::now()));
+        self.record(event, Instant::now());
     }
 
-    fn record(&self, event: Event<'_>, secs: u64) {
+    fn record(&self, event: Event<'_>, now: Instant) {
         let lane = LANE.with(|l| *l);
         let Some(lane) = self.lanes.get(lane) else {
             return;
         };
-        let epoch = secs / SLICE_SECS;
         let mut current = lane.lock();
-        let slice = current.get_or_insert_with(|| Slice::new(epoch));
+        let slice = match current.as_mut() {
+            Some(s) if s.ends.is_some_and(|ends| now < ends) => s,
+            _ => self.turn(current.get_or_insert_with(|| Slice::new(0)), now),
+        };
+        event.add_to(slice);
+    }
+
+    /// Makes `slice` the one of `now`, retiring what it held when that is another.
+    #[cold]
+    fn turn<'s>(&self, slice: &'s mut Slice, now: Instant) -> &'s mut Slice {
+        let epoch = self.elapsed(now).as_secs() / SLICE_SECS;
         if slice.epoch != epoch {
             self.retire(slice);
             slice.restart(epoch);
         }
-        event.add_to(slice);
+        let end = Duration::from_secs(epoch.saturating_add(1).saturating_mul(SLICE_SECS));
+        slice.ends = self.origin.checked_add(end);
+        slice
     }
 
     /// Moves a thread's finished slice into the ring (once per slice per thread).
@@ -257,10 +272,12 @@ impl Top {
     /// The `n` heaviest of each board over the last `seconds` (whole slices, at most
     /// [`SLICES`]), read at `now`.
     pub fn report(&self, seconds: u64, n: usize, now: Instant) -> Report {
-        self.report_at(seconds, n, self.secs(now))
+        self.report_at(seconds, n, self.elapsed(now))
     }
 
-    fn report_at(&self, seconds: u64, n: usize, secs: u64) -> Report {
+    /// The report `elapsed` after this `Top` began.
+    fn report_at(&self, seconds: u64, n: usize, elapsed: Duration) -> Report {
+        let secs = elapsed.as_secs();
         let now_epoch = secs / SLICE_SECS;
         let slices = seconds.div_ceil(SLICE_SECS).clamp(1, SLICES);
         let first = now_epoch.saturating_sub(slices - 1);
@@ -274,8 +291,10 @@ impl Top {
                 merged.merge(s);
             }
         }
-        // From the start of the first slice (or of the process) to now.
-        let covered = secs - (first * SLICE_SECS);
+        // From the start of the first slice (or of the process) to now, in whole seconds
+        // begun.
+        let span = elapsed.saturating_sub(Duration::from_secs(first * SLICE_SECS));
+        let covered = span.as_secs() + u64::from(span.subsec_nanos() > 0);
         Report::of(&merged, seconds, covered, n)
     }
 }

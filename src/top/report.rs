@@ -25,7 +25,7 @@ pub struct Report {
     /// The window asked for, in seconds.
     pub window_seconds: u64,
     /// The seconds the merged slices actually cover (whole slices, and no more than the
-    /// process has run).
+    /// process has run; a second begun counts).
     pub covered_seconds: u64,
     /// The resolution of a window.
     pub slice_seconds: u64,
@@ -85,7 +85,11 @@ impl Report {
 }
 
 fn table(out: &mut String, title: &str, note: &str, entries: &[Entry]) {
-    let _ = writeln!(out, "\n{title} {note}");
+    let _ = writeln!(
+        out,
+        "\n{title}{}{note}",
+        if note.is_empty() { "" } else { " " }
+    );
     if entries.is_empty() {
         out.push_str("  (none)\n");
         return;

@@ -14,6 +14,11 @@ fn wire_name(dotted: &str) -> Vec<u8> {
     w
 }
 
+/// The instant `secs` seconds after `top` began.
+fn at(top: &Top, secs: u64) -> Instant {
+    top.origin + Duration::from_secs(secs)
+}
+
 fn keys(entries: &[report::Entry]) -> Vec<&str> {
     entries.iter().map(|e| e.key.as_str()).collect()
 }
@@ -23,14 +28,14 @@ fn a_window_covers_the_slices_it_asks_for_and_no_older_ones() {
     let top = Top::new();
     // Second 5: .2 misses 3 times. Second 65: .3 misses twice. Second 125: .4 once.
     for _ in 0..3 {
-        top.record(Event::Miss(ip(2)), 5);
+        top.record(Event::Miss(ip(2)), at(&top, 5));
     }
     for _ in 0..2 {
-        top.record(Event::Miss(ip(3)), 65);
+        top.record(Event::Miss(ip(3)), at(&top, 65));
     }
-    top.record(Event::Miss(ip(4)), 125);
+    top.record(Event::Miss(ip(4)), at(&top, 125));
 
-    let at = |seconds, secs| top.report_at(seconds, 10, secs);
+    let at = |seconds, secs| top.report_at(seconds, 10, Duration::from_secs(secs));
     // At second 129, the last 10 s are the slice 120..130.
     let r = at(10, 129);
     assert_eq!(keys(&r.clients_by_misses), ["127.0.0.4"]);
@@ -62,20 +67,20 @@ fn slices_of_other_threads_are_merged_at_read_time() {
             std::thread::spawn(move || {
                 // Thread t sees client .9 ten times and its own client t+1 times.
                 for _ in 0..10 {
-                    top.record(Event::Miss(ip(9)), 12);
+                    top.record(Event::Miss(ip(9)), at(&top, 12));
                 }
                 for _ in 0..=t {
-                    top.record(Event::Miss(ip(t)), 12);
+                    top.record(Event::Miss(ip(t)), at(&top, 12));
                 }
                 // A later event retires this thread's slice 1 into the ring.
-                top.record(Event::Nxdomain(b"\x01x"), 25);
+                top.record(Event::Nxdomain(b"\x01x"), at(&top, 25));
             })
         })
         .collect();
     for t in threads {
         t.join().unwrap();
     }
-    let r = top.report_at(60, 2, 29);
+    let r = top.report_at(60, 2, Duration::from_secs(29));
     assert_eq!(keys(&r.clients_by_misses), ["127.0.0.9", "127.0.0.3"]);
     assert_eq!(r.clients_by_misses[0].count, 40);
     assert_eq!(r.names_by_nxdomain[0].count, 4);
@@ -90,17 +95,17 @@ fn a_slice_retired_late_does_not_replace_a_newer_one() {
         let top = &top;
         let late = s.spawn(move || {
             // This thread's slice 0 stays current while it idles...
-            top.record(Event::Miss(ip(6)), 1);
+            top.record(Event::Miss(ip(6)), at(top, 1));
             wait.recv().unwrap();
             // ... and is retired at second 410, when the ring's slot for it holds slice 30.
-            top.record(Event::Nxdomain(b"\x01x"), 410);
+            top.record(Event::Nxdomain(b"\x01x"), at(top, 410));
         });
-        top.record(Event::Miss(ip(5)), 305);
-        top.record(Event::Miss(ip(5)), 400);
+        top.record(Event::Miss(ip(5)), at(top, 305));
+        top.record(Event::Miss(ip(5)), at(top, 400));
         go.send(()).unwrap();
         late.join().unwrap();
     });
-    let r = top.report_at(300, 10, 410);
+    let r = top.report_at(300, 10, Duration::from_secs(410));
     let misses: Vec<(&str, u64)> = r
         .clients_by_misses
         .iter()
@@ -182,10 +187,12 @@ fn reports_read_back_from_json_and_print_aligned_tables() {
     let top = Top::new();
     for (client, times) in [(3u8, 12), (2, 1)] {
         for _ in 0..times {
-            top.record(Event::Miss(ip(client)), 0);
+            top.record(Event::Miss(ip(client)), at(&top, 0));
         }
     }
-    let r = top.report_at(60, 5, 1);
+    let r = top.report_at(60, 5, Duration::from_millis(300));
+    // A third of a second is a second begun.
+    assert_eq!(r.covered_seconds, 1);
     let back: Report = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(back, r);
     let text = r.to_text();
