@@ -11,8 +11,12 @@
 //!   `2 * QUERY_SAMPLE - 1`: a fixed gap would alias with clients that take turns in a
 //!   fixed pattern, and always pick the same one;
 //! - clients by misses (every query the cache did not answer fresh);
-//! - names by NXDOMAIN and names by SERVFAIL (every reply with that rcode, hits included);
-//! - search-list expansion base names ([`crate::search_path`]), from the sampled queries.
+//! - names by NXDOMAIN (every NXDOMAIN reply, hits included, sampled the same way: with
+//!   `ndots:5` most of a node's answers can be NXDOMAIN hits, which are no rarer than
+//!   hits);
+//! - names by SERVFAIL (every SERVFAIL reply: rare, each one counted);
+//! - search-list expansion base names ([`crate::search_path`]) of the sampled NXDOMAIN
+//!   replies: the expansions that cost a lookup for nothing.
 //!
 //! Clients are whole IP addresses (an IPv6 client is its full address, not its /64): on a
 //! node, each pod has its own. Names are lowercased wire form without the root label.
@@ -34,7 +38,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::search_path::Suffixes;
 use crate::sketch::SpaceSaving;
 use crate::wire;
 
@@ -102,14 +105,14 @@ impl Slice {
     }
 }
 
-/// What one event adds to a slice.
+/// What one event adds to a slice. The sampled ones count [`QUERY_SAMPLE`].
 enum Event<'a> {
-    Query {
-        client: IpAddr,
+    Query(IpAddr),
+    Miss(IpAddr),
+    Nxdomain {
+        name: &'a [u8],
         base: Option<&'a [u8]>,
     },
-    Miss(IpAddr),
-    Nxdomain(&'a [u8]),
     Servfail(&'a [u8]),
 }
 
@@ -117,14 +120,14 @@ impl Event<'_> {
     fn add_to(&self, s: &mut Slice) {
         let sampled = u64::from(QUERY_SAMPLE);
         match *self {
-            Event::Query { client, base } => {
-                s.clients_by_queries.add(&client, sampled);
+            Event::Query(client) => s.clients_by_queries.add(&client, sampled),
+            Event::Miss(client) => s.clients_by_misses.add(&client, 1),
+            Event::Nxdomain { name, base } => {
+                s.names_by_nxdomain.add(name, sampled);
                 if let Some(base) = base {
                     s.search_bases.add(base, sampled);
                 }
             }
-            Event::Miss(client) => s.clients_by_misses.add(&client, 1),
-            Event::Nxdomain(name) => s.names_by_nxdomain.add(name, 1),
             Event::Servfail(name) => s.names_by_servfail.add(name, 1),
         }
     }
@@ -136,9 +139,26 @@ thread_local! {
     /// This thread's recorder index, the same in every [`Top`].
     static LANE: usize = NEXT_LANE.fetch_add(1, Ordering::Relaxed).min(LANES - 1);
     /// Queries this thread still lets pass before it records one.
-    static COUNTDOWN: Cell<u32> = const { Cell::new(1) };
+    static QUERIES: Cell<u32> = const { Cell::new(1) };
+    /// NXDOMAIN replies this thread still lets pass before it records one.
+    static NXDOMAINS: Cell<u32> = const { Cell::new(1) };
     /// The state of this thread's xorshift generator for the gaps between sampled queries.
     static GAPS: Cell<u32> = const { Cell::new(0x9E37_79B9) };
+}
+
+/// Counts one event down on `countdown`: `true` when this one is sampled, and then the
+/// countdown starts again from a new gap.
+#[inline]
+fn sampled(countdown: &'static std::thread::LocalKey<Cell<u32>>) -> bool {
+    let left = countdown.with(|c| {
+        let left = c.get().saturating_sub(1);
+        c.set(left);
+        left
+    });
+    if left == 0 {
+        countdown.with(|c| c.set(next_gap()));
+    }
+    left == 0
 }
 
 /// The next gap between sampled queries: uniform over `1..2 * QUERY_SAMPLE` (mean
@@ -177,26 +197,13 @@ impl Top {
         now.saturating_duration_since(self.origin)
     }
 
-    /// One query from `client` for `qname` (lowercased wire form), hits included: the
-    /// queries board samples it ([`QUERY_SAMPLE`]), and a sampled search-list expansion
-    /// counts its base name. Costs a thread-local decrement when not sampled.
+    /// One query from `client`, hits included: the queries board samples it
+    /// ([`QUERY_SAMPLE`]). Costs a thread-local decrement when not sampled.
     #[inline]
-    pub fn query(&self, client: IpAddr, qname: &[u8], search: &Suffixes, now: Instant) {
-        let sampled = COUNTDOWN.with(|c| {
-            let left = c.get().saturating_sub(1);
-            c.set(left);
-            left == 0
-        });
-        if sampled {
-            self.query_sampled(client, qname, search, now);
+    pub fn query(&self, client: IpAddr, now: Instant) {
+        if sampled(&QUERIES) {
+            self.record(Event::Query(client), now);
         }
-    }
-
-    #[cold]
-    fn query_sampled(&self, client: IpAddr, qname: &[u8], search: &Suffixes, now: Instant) {
-        COUNTDOWN.with(|c| c.set(next_gap()));
-        let base = search.base(qname);
-        self.record(Event::Query { client, base }, now);
     }
 
     /// A query from `client` the cache did not answer fresh.
@@ -204,26 +211,38 @@ impl Top {
         self.record(Event::Miss(client), now);
     }
 
-    /// A reply about to be sent: NXDOMAIN and SERVFAIL count its question's name.
+    /// A reply about to be sent: NXDOMAIN (sampled) and SERVFAIL count its question's name,
+    /// and a sampled NXDOMAIN for a search-list expansion its base name. `base` is
+    /// [`crate::search_path::Suffixes::base`] of the current config, as a length (the base is the qname's
+    /// start); it is called on sampled NXDOMAIN replies only.
     #[inline]
-    pub fn reply(&self, rcode: u16, reply: &[u8]) {
-        if rcode == wire::rcode::NXDOMAIN || rcode == wire::rcode::SERVFAIL {
-            self.failed(rcode, reply);
+    pub fn reply(&self, rcode: u16, reply: &[u8], base: impl FnOnce(&[u8]) -> Option<usize>) {
+        if rcode == wire::rcode::SERVFAIL {
+            self.servfail(reply);
+        } else if rcode == wire::rcode::NXDOMAIN && sampled(&NXDOMAINS) {
+            self.nxdomain(reply, base);
         }
     }
 
     #[cold]
-    fn failed(&self, rcode: u16, reply: &[u8]) {
-        let mut buf = [0u8; 255];
-        let Some(name) = question_name(reply, &mut buf) else {
+    fn nxdomain(&self, reply: &[u8], base: impl FnOnce(&[u8]) -> Option<usize>) {
+        let mut buf = [0u8; 256];
+        let Some(qname) = question_name(reply, &mut buf) else {
             return;
         };
-        let event = if rcode == wire::rcode::NXDOMAIN {
-            Event::Nxdomain(name)
-        } else {
-            Event::Servfail(name)
+        let base = base(qname).and_then(|len| qname.get(..len));
+        let name = qname.get(..qname.len() - 1).unwrap_or_default();
+        self.record(Event::Nxdomain { name, base }, Instant::now());
+    }
+
+    #[cold]
+    fn servfail(&self, reply: &[u8]) {
+        let mut buf = [0u8; 256];
+        let Some(qname) = question_name(reply, &mut buf) else {
+            return;
         };
-        self.record(event, Instant::now());
+        let name = qname.get(..qname.len() - 1).unwrap_or_default();
+        self.record(Event::Servfail(name), Instant::now());
     }
 
     fn record(&self, event: Event<'_>, now: Instant) {
@@ -320,8 +339,9 @@ fn ring_index(epoch: u64) -> usize {
 }
 
 /// The question name of a message (its first name, uncompressed as a reply echoes it),
-/// lowercased into `buf`, without the root label; `None` when it is not a plain name.
-fn question_name<'b>(msg: &[u8], buf: &'b mut [u8; 255]) -> Option<&'b [u8]> {
+/// lowercased into `buf`, in wire form with its root label; `None` when it is not a plain
+/// name of at most 255 bytes.
+fn question_name<'b>(msg: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
     let name = msg.get(wire::HEADER_LEN..)?;
     let mut at = 0;
     loop {
@@ -336,7 +356,11 @@ fn question_name<'b>(msg: &[u8], buf: &'b mut [u8; 255]) -> Option<&'b [u8]> {
         buf.get_mut(at..at + 1 + len)?.copy_from_slice(label);
         at += 1 + len;
     }
-    let out = buf.get_mut(..at)?;
+    if at >= 255 {
+        return None;
+    }
+    *buf.get_mut(at)? = 0;
+    let out = buf.get_mut(..=at)?;
     out.make_ascii_lowercase();
     // The length bytes are at most 63: lowercasing leaves them alone.
     Some(out)

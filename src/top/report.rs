@@ -29,8 +29,8 @@ pub struct Report {
     pub covered_seconds: u64,
     /// The resolution of a window.
     pub slice_seconds: u64,
-    /// One query in this many is recorded in `clients_by_queries` and `search_bases`, with
-    /// this weight.
+    /// One in this many (on average) of the queries and of the NXDOMAIN replies is recorded
+    /// in `clients_by_queries`, `names_by_nxdomain` and `search_bases`, with this weight.
     pub query_sample: u32,
     pub clients_by_queries: Vec<Entry>,
     pub clients_by_misses: Vec<Entry>,
@@ -62,17 +62,17 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = format!(
             "nodedns top: last {} s asked, {} s covered ({} s slices); \
-             queries sampled 1 in {} per worker\n",
+             queries and NXDOMAIN replies sampled 1 in {} per worker\n",
             self.window_seconds, self.covered_seconds, self.slice_seconds, self.query_sample
         );
         let sampled = format!("(sampled, x{})", self.query_sample);
         let boards: [(&str, &str, &[Entry]); 5] = [
             ("Clients by queries", &sampled, &self.clients_by_queries),
             ("Clients by misses", "", &self.clients_by_misses),
-            ("Names by NXDOMAIN", "", &self.names_by_nxdomain),
+            ("Names by NXDOMAIN", &sampled, &self.names_by_nxdomain),
             ("Names by SERVFAIL", "", &self.names_by_servfail),
             (
-                "Search-list expansions by base name",
+                "NXDOMAIN search-list expansions by base name",
                 &sampled,
                 &self.search_bases,
             ),

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
+use crate::search_path::Suffixes;
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
@@ -73,7 +74,7 @@ fn slices_of_other_threads_are_merged_at_read_time() {
                     top.record(Event::Miss(ip(t)), at(&top, 12));
                 }
                 // A later event retires this thread's slice 1 into the ring.
-                top.record(Event::Nxdomain(b"\x01x"), at(&top, 25));
+                top.record(Event::Servfail(b"\x01x"), at(&top, 25));
             })
         })
         .collect();
@@ -83,8 +84,8 @@ fn slices_of_other_threads_are_merged_at_read_time() {
     let r = top.report_at(60, 2, Duration::from_secs(29));
     assert_eq!(keys(&r.clients_by_misses), ["127.0.0.9", "127.0.0.3"]);
     assert_eq!(r.clients_by_misses[0].count, 40);
-    assert_eq!(r.names_by_nxdomain[0].count, 4);
-    assert_eq!(keys(&r.names_by_nxdomain), ["x"]);
+    assert_eq!(r.names_by_servfail[0].count, 4);
+    assert_eq!(keys(&r.names_by_servfail), ["x"]);
 }
 
 #[test]
@@ -98,7 +99,7 @@ fn a_slice_retired_late_does_not_replace_a_newer_one() {
             top.record(Event::Miss(ip(6)), at(top, 1));
             wait.recv().unwrap();
             // ... and is retired at second 410, when the ring's slot for it holds slice 30.
-            top.record(Event::Nxdomain(b"\x01x"), at(top, 410));
+            top.record(Event::Servfail(b"\x01x"), at(top, 410));
         });
         top.record(Event::Miss(ip(5)), at(top, 305));
         top.record(Event::Miss(ip(5)), at(top, 400));
@@ -114,72 +115,92 @@ fn a_slice_retired_late_does_not_replace_a_newer_one() {
     assert_eq!(misses, [("127.0.0.5", 2)]);
 }
 
+/// A reply's header and question for `dotted`, type A.
+fn reply_for(dotted: &str) -> Vec<u8> {
+    let mut reply = vec![0u8; wire::HEADER_LEN];
+    reply.extend(wire_name(dotted));
+    reply.extend([0, 0, 1, 0, 1]);
+    reply
+}
+
 #[test]
-fn queries_are_sampled_with_their_weight_and_expansions_give_their_base() {
+fn queries_are_sampled_with_their_weight_without_aliasing() {
     let top = Top::new();
-    let search = Suffixes::parse(&crate::search_path::DEFAULT).unwrap();
-    let mut expansion = wire_name("registry.example.com.gitlab.svc.cluster.local");
-    expansion.push(0);
-    let mut plain = wire_name("registry.example.com");
-    plain.push(0);
     let now = Instant::now();
     // Clients taking turns in a fixed pattern, .8 twice as often as .7 and .9: a fixed
     // sampling gap would pick the same position of the pattern every time.
-    let turns = [(7, &expansion), (8, &plain), (9, &plain), (8, &plain)];
-    let rounds = 4000u32;
+    let rounds = 4000u64;
     for _ in 0..rounds {
-        for &(client, qname) in &turns {
-            top.query(ip(client), qname, &search, now);
+        for client in [7, 8, 9, 8] {
+            top.query(ip(client), now);
         }
     }
     let r = top.report(60, 5, now);
-    let count = |key: &str| {
-        let e = r.clients_by_queries.iter().find(|e| e.key == key).unwrap();
-        assert_eq!(e.count % u64::from(QUERY_SAMPLE), 0, "{e:?}");
-        e.count
-    };
     // Within 10% of the truth (the sampled counts' spread is about 3%).
     for (key, truth) in [("127.0.0.7", rounds), ("127.0.0.8", 2 * rounds)] {
-        let (got, truth) = (count(key), u64::from(truth));
-        assert!(got.abs_diff(truth) < truth / 10, "{key}: {got} for {truth}");
+        let e = r.clients_by_queries.iter().find(|e| e.key == key).unwrap();
+        assert_eq!(e.count % u64::from(QUERY_SAMPLE), 0, "{e:?}");
+        assert!(e.count.abs_diff(truth) < truth / 10, "{e:?}: {truth}");
     }
-    assert_eq!(keys(&r.search_bases), ["registry.example.com"]);
-    let bases = r.search_bases[0].count;
-    assert!(bases.abs_diff(u64::from(rounds)) < u64::from(rounds) / 10);
     assert_eq!(r.query_sample, QUERY_SAMPLE);
 }
 
 #[test]
-fn nxdomain_and_servfail_replies_count_their_lowercased_question() {
+fn nxdomain_replies_are_sampled_and_expansions_give_their_base() {
     let top = Top::new();
-    let mut reply = vec![0u8; wire::HEADER_LEN];
-    reply.extend(wire_name("Nope.Example"));
-    reply.extend([0, 0, 1, 0, 1]);
-    top.reply(wire::rcode::NXDOMAIN, &reply);
-    top.reply(wire::rcode::NXDOMAIN, &reply);
-    top.reply(wire::rcode::SERVFAIL, &reply);
-    top.reply(wire::rcode::NOERROR, &reply);
-    // Not a name: a compression pointer, a truncated label.
-    top.reply(
-        wire::rcode::NXDOMAIN,
-        &[0u8; 12]
-            .iter()
-            .chain(&[0xC0, 12])
-            .copied()
-            .collect::<Vec<_>>(),
-    );
-    top.reply(
-        wire::rcode::NXDOMAIN,
-        &[0u8; 12]
-            .iter()
-            .chain(&[5, b'a'])
-            .copied()
-            .collect::<Vec<_>>(),
-    );
+    let search = Suffixes::parse(&crate::search_path::DEFAULT).unwrap();
+    let base = |qname: &[u8]| search.base(qname).map(<[u8]>::len);
+    let expansion = reply_for("Registry.Example.com.gitlab.svc.cluster.local");
+    let other = reply_for("Nope.Example");
+    let rounds = 2000u64;
+    for _ in 0..rounds {
+        for reply in [&expansion, &other, &other] {
+            top.reply(wire::rcode::NXDOMAIN, reply, base);
+        }
+        top.reply(wire::rcode::NOERROR, &expansion, base);
+    }
+    for _ in 0..3 {
+        top.reply(wire::rcode::SERVFAIL, &other, base);
+    }
     let r = top.report(60, 5, Instant::now());
-    assert_eq!(keys(&r.names_by_nxdomain), ["nope.example"]);
-    assert_eq!(r.names_by_nxdomain[0].count, 2);
+    assert_eq!(
+        keys(&r.names_by_nxdomain),
+        [
+            "nope.example",
+            "registry.example.com.gitlab.svc.cluster.local"
+        ]
+    );
+    let nope = r.names_by_nxdomain[0].count;
+    assert!(nope.abs_diff(2 * rounds) < rounds / 5, "{r:?}");
+    assert_eq!(keys(&r.search_bases), ["registry.example.com"]);
+    let bases = r.search_bases[0].count;
+    assert!(bases.abs_diff(rounds) < rounds / 10, "{r:?}");
+    // SERVFAIL is counted whole.
     assert_eq!(keys(&r.names_by_servfail), ["nope.example"]);
+    assert_eq!(r.names_by_servfail[0].count, 3);
+}
+
+#[test]
+fn a_question_that_is_no_plain_name_counts_nothing() {
+    let top = Top::new();
+    let none = |_: &[u8]| None;
+    let header = [0u8; 12];
+    // A compression pointer, a truncated label, a name over 255 bytes.
+    let mut long = header.to_vec();
+    for _ in 0..5 {
+        long.push(63);
+        long.extend([b'a'; 63]);
+    }
+    long.push(0);
+    for reply in [
+        [&header[..], &[0xC0, 12]].concat(),
+        [&header[..], &[5, b'a']].concat(),
+        long,
+    ] {
+        top.reply(wire::rcode::SERVFAIL, &reply, none);
+    }
+    let r = top.report(60, 5, Instant::now());
+    assert!(r.names_by_servfail.is_empty(), "{r:?}");
 }
 
 #[test]
@@ -196,7 +217,7 @@ fn reports_read_back_from_json_and_print_aligned_tables() {
     let back: Report = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(back, r);
     let text = r.to_text();
-    assert!(text.contains("queries sampled 1 in 16"), "{text}");
+    assert!(text.contains("sampled 1 in 16"), "{text}");
     let misses = text.split("Clients by misses").nth(1).unwrap();
     let rows: Vec<&str> = misses.lines().skip(2).take(2).collect();
     assert_eq!(
