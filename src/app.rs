@@ -19,10 +19,10 @@
 //! A listen address another process already serves (the pod this one replaces) is joined
 //! only once every zone has an upstream that answered, or once the other lets go
 //! ([`crate::handover`]); serving, and so readiness, begins when every address is bound.
-//! The admin endpoint (`/metrics`, `/health`, `/ready`, `/top`) is bound with the DNS sockets, is
-//! never shared with another process (an admin port held by a draining predecessor is taken
-//! over once it is free, see [`crate::admin`]), says not-ready as soon as shutdown begins,
-//! and closes (removing its unix socket file) last.
+//! The admin endpoint (`/metrics`, `/health`, `/ready`, `/top`) is bound with the DNS
+//! sockets, is never shared with another process (an admin port held by a draining
+//! predecessor is taken over once it is free, see [`crate::admin`]), says not-ready as soon
+//! as shutdown begins, and closes (removing its unix socket file) last.
 
 mod apply;
 mod lifecycle;

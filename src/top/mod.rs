@@ -213,8 +213,8 @@ impl Top {
 
     /// A reply about to be sent: NXDOMAIN (sampled) and SERVFAIL count its question's name,
     /// and a sampled NXDOMAIN for a search-list expansion its base name. `base` is
-    /// [`crate::search_path::Suffixes::base`] of the current config, as a length (the base is the qname's
-    /// start); it is called on sampled NXDOMAIN replies only.
+    /// [`crate::search_path::Suffixes::base`] of the current config, as a length (the base
+    /// is the qname's start); it is called on sampled NXDOMAIN replies only.
     #[inline]
     pub fn reply(&self, rcode: u16, reply: &[u8], base: impl FnOnce(&[u8]) -> Option<usize>) {
         if rcode == wire::rcode::SERVFAIL {
