@@ -12,8 +12,8 @@
 //!   fixed pattern, and always pick the same one;
 //! - clients by misses (every query the cache did not answer fresh);
 //! - names by NXDOMAIN (every NXDOMAIN reply, hits included, sampled the same way: with
-//!   `ndots:5` most of a node's answers can be NXDOMAIN hits, which are no rarer than
-//!   hits);
+//!   `ndots:5` most of a node's answers can be NXDOMAIN from the cache, as frequent as any
+//!   other hit);
 //! - names by SERVFAIL (every SERVFAIL reply: rare, each one counted);
 //! - search-list expansion base names ([`crate::search_path`]) of the sampled NXDOMAIN
 //!   replies: the expansions that cost a lookup for nothing.
@@ -27,6 +27,10 @@
 //! thread merges it into the shared ring once. A read merges the ring's slices and every
 //! thread's current one that fall in the window asked for: the window is whole slices, so
 //! "the last 60 s" covers between 60 and 70 s.
+//!
+//! Memory is bounded by the slices: at most [`LANES`] current ones and [`SLICES`] in the
+//! ring, each five sketches of [`CAPACITY`] counters (about 50 KB with everyday names, 125 KB
+//! with every name 255 bytes long): under 2 MB with a few workers, 8 MB at the very most.
 
 pub mod report;
 
@@ -49,8 +53,8 @@ pub const SLICE_SECS: u64 = 10;
 pub const SLICES: u64 = 30;
 /// Counters per sketch: every key with more than 1/64 of a board's total is on it.
 pub const CAPACITY: usize = 64;
-/// One query in this many (on average) is recorded in the queries board (and checked for a
-/// search-list expansion), with this weight.
+/// One query, and one NXDOMAIN reply, in this many (on average) is recorded in its board,
+/// with this weight.
 pub const QUERY_SAMPLE: u32 = 16;
 /// Threads that own a recorder; the threads after them share the last one.
 const LANES: usize = 32;
