@@ -1,5 +1,5 @@
-//! The admin endpoint: `GET /metrics`, `/health`, `/ready` and `/top` over HTTP/1, on a TCP address
-//! (for Prometheus) and on a unix socket (for the kubelet's probes).
+//! The admin endpoint: `GET /metrics`, `/health`, `/ready` and `/top` over HTTP/1, on a TCP
+//! address (for Prometheus) and on a unix socket (for the kubelet's probes).
 //!
 //! This module owns the admin listeners, their limits, and what each path answers. `/health`
 //! is liveness: 200 while the process serves HTTP at all. `/ready` is what a DaemonSet's
