@@ -19,10 +19,10 @@
 //! A listen address another process already serves (the pod this one replaces) is joined
 //! only once every zone has an upstream that answered, or once the other lets go
 //! ([`crate::handover`]); serving, and so readiness, begins when every address is bound.
-//! The admin endpoint (`/metrics`, `/health`, `/ready`) is bound with the DNS sockets, is
-//! never shared with another process (an admin port held by a draining predecessor is taken
-//! over once it is free, see [`crate::admin`]), says not-ready as soon as shutdown begins,
-//! and closes (removing its unix socket file) last.
+//! The admin endpoint (`/metrics`, `/health`, `/ready`, `/top`) is bound with the DNS
+//! sockets, is never shared with another process (an admin port held by a draining
+//! predecessor is taken over once it is free, see [`crate::admin`]), says not-ready as soon
+//! as shutdown begins, and closes (removing its unix socket file) last.
 
 mod apply;
 mod lifecycle;
@@ -249,8 +249,15 @@ impl Server {
         let scrape =
             Box::new(move || metrics.render(resolver.cache(), &resolver.upstream_status()));
         let ready = self.admin.ready.clone();
+        let resolver = self.resolver.clone();
+        let top = Box::new(move |seconds, n| {
+            let now = tokio::time::Instant::now();
+            resolver.top().report(seconds, n, now).to_json()
+        });
         // Not tracked: it serves through the drain and is awaited after it.
-        Some(tokio::spawn(admin::serve(endpoint, scrape, ready, stop)))
+        Some(tokio::spawn(admin::serve(
+            endpoint, scrape, ready, top, stop,
+        )))
     }
 
     /// Joins deferred addresses and applies reloads until `shutdown` completes.

@@ -1,5 +1,6 @@
 //! The command line: `nodedns [--config PATH]`, `nodedns check-config PATH`,
-//! `nodedns print-default-config`, `nodedns doctor`, `nodedns probe ready|live`.
+//! `nodedns print-default-config`, `nodedns doctor`, `nodedns probe ready|live`,
+//! `nodedns top`.
 //!
 //! This module owns argument parsing, exit codes and the tracing subscriber. Running the
 //! daemon is [`crate::app`]'s job.
@@ -70,6 +71,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Print the heaviest clients (by queries, by misses) and names (by NXDOMAIN, by
+    /// SERVFAIL, search-list expansions) of the last seconds, as the running daemon counted
+    /// them. Exit 1 when the daemon answers with an error, 2 when nothing answers.
+    Top {
+        /// The window, in seconds (resolution 10 s, at most 300).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=300))]
+        seconds: u64,
+        /// Entries per table (at most 64).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=64))]
+        limit: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The admin TCP address; default: `[admin] address` of `--config` if given, else the
+        /// admin socket /run/nodedns/admin.sock if it exists, else 127.0.0.1:9253.
+        #[arg(long, value_name = "ADDR", conflicts_with = "socket")]
+        admin: Option<std::net::SocketAddr>,
+        /// The admin unix socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -98,6 +120,94 @@ pub fn main() -> ExitCode {
             json,
         ),
         Command::Probe { what, socket } => probe(cli.config.as_deref(), what, socket),
+        Command::Top {
+            seconds,
+            limit,
+            json,
+            admin,
+            socket,
+        } => {
+            let endpoint = match (admin, socket) {
+                (Some(addr), _) => TopEndpoint::Tcp(addr),
+                (None, Some(path)) => TopEndpoint::Unix(path),
+                (None, None) => match top_endpoint(cli.config.as_deref()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                },
+            };
+            top(&endpoint, seconds, limit, json)
+        }
+    }
+}
+
+/// Where `nodedns top` asks.
+enum TopEndpoint {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// How long `nodedns top` waits for the report.
+const TOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The admin endpoint of `--config`, or of this pod (its socket), or the default address.
+fn top_endpoint(config: Option<&std::path::Path>) -> Result<TopEndpoint, config::ConfigError> {
+    let default_socket = std::path::Path::new(crate::admin::client::DEFAULT_SOCKET);
+    let cfg = match config {
+        Some(path) => config::load_file(path)?,
+        None if default_socket.exists() => return Ok(TopEndpoint::Unix(default_socket.into())),
+        None => config::embedded_default()?,
+    };
+    Ok(match (cfg.admin.address, cfg.admin.socket) {
+        (Some(addr), _) => TopEndpoint::Tcp(addr),
+        (None, Some(path)) => TopEndpoint::Unix(path),
+        (None, None) => TopEndpoint::Unix(default_socket.into()),
+    })
+}
+
+fn top(endpoint: &TopEndpoint, seconds: u64, limit: u64, json: bool) -> ExitCode {
+    use crate::admin::client::{Endpoint, get_from};
+    let endpoint = match endpoint {
+        TopEndpoint::Tcp(addr) => Endpoint::Tcp(*addr),
+        TopEndpoint::Unix(path) => Endpoint::Unix(path),
+    };
+    let route = format!("/top?seconds={seconds}&n={limit}");
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(get_from(endpoint, &route, TOP_TIMEOUT))
+                .map_err(|e| e.to_string())
+        });
+    let report = match answer {
+        Ok(a) if a.status == 200 => serde_json::from_str::<crate::top::Report>(&a.body)
+            .map_err(|e| format!("{endpoint}: the answer to {route} is no report: {e}")),
+        Ok(a) => {
+            eprintln!(
+                "nodedns top: {endpoint} answered {}: {}",
+                a.status,
+                a.body.trim()
+            );
+            return ExitCode::from(EXIT_PROBE_FAILED);
+        }
+        Err(e) => Err(e),
+    };
+    match report {
+        Ok(r) if json => {
+            println!("{}", r.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            print!("{}", r.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodedns top: {e}");
+            ExitCode::from(EXIT_PROBE_UNREACHABLE)
+        }
     }
 }
 

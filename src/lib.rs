@@ -9,7 +9,7 @@
 //! From the top (what starts everything) down; a module imports only from modules below it.
 //!
 //! - `cli`: the command line (`run`, `check-config`, `print-default-config`, `doctor`,
-//!   `probe`).
+//!   `probe`, `top`).
 //! - `doctor`: `nodedns doctor`, the troubleshooting checklist run against a live node.
 //! - `app`: lifecycle: load config, bind every socket, spawn, wait for a signal, drain.
 //! - `admin`: the admin HTTP endpoint: `/metrics`, `/health`, `/ready`, on TCP and on a unix
@@ -36,6 +36,8 @@
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.
+//! - `top`: the heaviest clients and names of the last minutes (`nodedns top`), in
+//!   per-thread space-saving sketches (`sketch`) merged at read time.
 //! - `sys`: the batched datagram syscalls (the crate's only `unsafe`).
 //! - [`wire`]: byte-level header/question/OPT/TTL work on `&[u8]`, and the validation of
 //!   upstream answers.
@@ -69,8 +71,6 @@ mod retransmit;
 // Wired by the search-expansion counter; until then only its own tests use it.
 #[allow(dead_code)]
 mod search_path;
-// Wired by `nodedns top`; until then only its own tests use it.
-#[allow(dead_code)]
 mod sketch;
 pub mod snapshot;
 mod stats;
@@ -78,6 +78,7 @@ mod stats;
 // SAFETY note.
 #[allow(unsafe_code)]
 mod sys;
+mod top;
 pub mod wire;
 mod zones;
 

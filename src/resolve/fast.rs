@@ -2,7 +2,9 @@
 //! allocating or awaiting: malformed queries, CHAOS, and fresh cache hits. Everything a hit
 //! calls of this crate's own lives in this file, so it compiles into one unit and inlines
 //! as one piece; that includes [`client_of`], the one place a reply's client fields are
-//! taken from a query, and the reply counter.
+//! taken from a query, and the reply counter. `nodedns top`'s two hooks (a query, a reply)
+//! live in [`crate::top`], marked `#[inline]`: on a hit that is not sampled, each is a
+//! thread-local decrement or an rcode compare.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ impl Resolver {
             Proto::Udp => Hot::RequestsUdp,
             Proto::Tcp => Hot::RequestsTcp,
         });
+        self.top.query(client.ip(), now);
         let routing = self.routing.load();
         // Before any parsing past the header: a source we do not serve costs no more.
         if !routing.allow.allows(client.ip()) {
@@ -149,6 +152,8 @@ impl Resolver {
     pub(super) fn count_reply(&self, out: &[u8]) {
         if let Some(h) = wire::Header::parse(out) {
             self.stats.response(h.rcode());
+            let base = |qname: &[u8]| self.routing.load().search.base(qname).map(<[u8]>::len);
+            self.top.reply(h.rcode(), out, base);
         }
     }
 

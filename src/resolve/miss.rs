@@ -57,6 +57,7 @@ impl Resolver {
         reply_to: R,
         out: &mut Vec<u8>,
     ) -> bool {
+        self.top.miss(miss.client.ip(), miss.now);
         let routing = self.routing.load();
         let logged_from = routing.querylog.is_on().then_some(miss.now);
         let Some(zone) = routing.zones.route(miss.query.qname()).cloned() else {

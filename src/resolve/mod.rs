@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::forward::UpstreamSet;
 use crate::limit::Clients;
 use crate::stats::{Stats, UpstreamStatus};
+use crate::top::Top;
 use crate::wire::{self, Query};
 
 use flight::Outcome;
@@ -99,6 +100,8 @@ pub struct Resolver {
     /// What CHAOS `version.bind` and `id.server` answer; fixed for the process's life.
     identity: wire::Identity,
     tasks: TaskTracker,
+    /// The heaviest clients and names, for `nodedns top`.
+    top: Top,
 }
 
 impl Resolver {
@@ -114,6 +117,7 @@ impl Resolver {
             stats,
             identity: routing::identity(),
             tasks: TaskTracker::new(),
+            top: Top::new(),
         }
     }
 
@@ -138,6 +142,10 @@ impl Resolver {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    pub fn top(&self) -> &Top {
+        &self.top
     }
 
     pub fn cache(&self) -> &Cache {

@@ -10,6 +10,7 @@ use crate::cache::{self, TtlPolicy};
 use crate::config::{self, Config, DenyAction};
 use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
 use crate::querylog::Sampler;
+use crate::search_path::{self, Suffixes};
 use crate::stats::{Stats, ZoneCounters};
 use crate::wire;
 use crate::zones::ZoneTable;
@@ -36,6 +37,8 @@ pub(super) struct Routing {
     /// The sources answered, and what the others get.
     pub allow: Allow,
     pub deny: DenyAction,
+    /// The cluster search suffixes a search-list expansion ends with.
+    pub search: Suffixes,
 }
 
 impl Routing {
@@ -62,6 +65,8 @@ impl Routing {
             querylog: Sampler::new(cfg.log.queries),
             allow: cfg.listen.allow.clone(),
             deny: cfg.listen.deny_action,
+            // `[stats] search_suffixes` supplies the list once it is configurable.
+            search: Suffixes::parse(&search_path::DEFAULT).unwrap_or_default(),
         }
     }
 }
