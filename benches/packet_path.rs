@@ -103,6 +103,7 @@ fn filled(n: usize) -> (Cache, Vec<u8>, usize) {
         max_ttl: 86_400,
         negative_max_ttl: 3_600,
         servfail_ttl: 0,
+        zone: 0,
     };
     let now = Instant::now();
     let (mut queries, mut stored) = (Vec::new(), Vec::new());

@@ -63,11 +63,7 @@ mod querylog;
 mod regular_file;
 mod reload;
 mod resolve;
-// Wired by the retransmit counter; until then only its own tests use it.
-#[allow(dead_code)]
 mod retransmit;
-// Wired by the search-expansion counter; until then only its own tests use it.
-#[allow(dead_code)]
 mod search_path;
 // Wired by `nodedns top`; until then only its own tests use it.
 #[allow(dead_code)]
@@ -89,10 +85,10 @@ pub use app::Server;
 pub use reload::{ConfigSource, Control, ReloadError};
 
 /// The fast path, driven by the query fuzz target.
-pub use resolve::{Fast, Proto, Resolver};
+pub use resolve::{Fast, Observer, Proto, Resolver};
 
 /// Counters tests read.
-pub use stats::{DropReason, Hot, Stats};
+pub use stats::{DropReason, HitType, Hot, Stats};
 
 /// The metric list `docs/metrics.md` is checked against.
 pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};

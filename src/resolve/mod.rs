@@ -26,6 +26,7 @@ mod fast;
 mod flight;
 mod inline;
 mod miss;
+mod observe;
 mod routing;
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ use flight::Outcome;
 use routing::Routing;
 
 pub use miss::ReplyTo;
+pub use observe::Observer;
+
+use observe::Asked;
 
 /// The transport a query arrived on; it sets the reply size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,10 @@ pub struct Miss<'p> {
     now: Instant,
     /// An expired entry still inside the serve-stale window (RFC 8767), if there is one.
     stale: Option<Arc<cache::Entry>>,
+    /// Whether the query is a search-list expansion (`[stats] search_suffixes`).
+    expansion: bool,
+    /// The query in its listener's retransmit table, to mark answered.
+    asked: Option<Asked>,
 }
 
 /// Cache, zones, coalescer, upstreams and counters: everything a query needs, and the
@@ -94,6 +102,8 @@ pub struct Resolver {
     /// What CHAOS `version.bind` and `id.server` answer; fixed for the process's life.
     identity: wire::Identity,
     tasks: TaskTracker,
+    /// The retransmit table of every client TCP connection.
+    tcp_retransmits: observe::Table,
 }
 
 impl Resolver {
@@ -108,6 +118,7 @@ impl Resolver {
             stats,
             identity: routing::identity(),
             tasks: TaskTracker::new(),
+            tcp_retransmits: observe::Table::default(),
         }
     }
 

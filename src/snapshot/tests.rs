@@ -15,6 +15,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86400,
     negative_max_ttl: 3600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 fn policy(_: &[u8]) -> Option<TtlPolicy> {

@@ -15,6 +15,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86_400,
     negative_max_ttl: 3_600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 fn new_cache() -> Cache {
