@@ -26,11 +26,15 @@
 //!   exchanges.
 //! - `coalesce`: one upstream query per identical in-flight miss.
 //! - `querylog`: the opt-in sampled query log.
+//! - `retransmit`: one listener loop's table of recent queries, to notice a client asking
+//!   again.
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
 //! - [`cache`]: what is cached for how long, and the bounded store under it.
 //! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
 //! - [`config`]: the TOML schema, defaults, validation, the embedded default.
 //! - `acl`: which sources are answered (`listen.allow`), checked before any parsing.
+//! - `search_path`: which names are a pod's search-list expansions (`[stats]
+//!   search_suffixes`).
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.
