@@ -137,6 +137,22 @@ async fn round_trip_keeps_entries_and_their_age() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_restored_entry_counts_its_hits_in_the_zone_the_current_config_routes_it_to() {
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let a = cache();
+    let key = fill(&a, "registry.example.test.", 300);
+    assert_eq!(write(&a, &path, Duration::from_secs(3600)).unwrap(), 1);
+    let b = cache();
+    let zone_3 = |_: &[u8]| Some(TtlPolicy { zone: 3, ..POLICY });
+    assert_eq!(load(&b, &path, zone_3).unwrap().restored, 1);
+    let Lookup::Fresh { entry, .. } = b.lookup(&key, Instant::now()) else {
+        panic!("restored entry must be fresh");
+    };
+    assert_eq!(entry.zone(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn round_trip_keeps_keys_whether_or_not_upstream_echoed_the_question_case() {
     let dir = private_dir();
     let path = dir.path().join("cache.snap");
