@@ -254,3 +254,32 @@ async fn a_hit_on_a_fresh_entry_that_repeats_a_just_answered_query_is_a_retransm
     assert_eq!(s.get(retransmits, &[("proto", "udp")]), 1.0);
     m.ns.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_retrying_over_a_new_tcp_connection_is_a_retransmit() {
+    let m = start().await;
+    let ns = &m.ns;
+    // The same ID and question on a second connection while the first is unanswered (the
+    // zone's upstream never answers): one retransmit. Both get SERVFAIL at the deadline.
+    let q = QueryBuilder::new("y.hole.test", RecordType::A)
+        .id(9)
+        .build();
+    let wait = Duration::from_secs(5);
+    let first = client::exchange_tcp_raw_timeout(ns.addr, std::slice::from_ref(&q), wait);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client::exchange_tcp_raw_timeout(ns.addr, std::slice::from_ref(&q), wait).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    for replies in [first.unwrap(), second.unwrap()] {
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0][3] & 0x0f, 2, "SERVFAIL");
+    }
+    let tcp_errors = [("zone", HOLE), ("proto", "tcp"), ("result", "error")];
+    let s = scrape_when(ns, |s| s.get(LATENCY, &tcp_errors) == 2.0).await;
+    assert_eq!(s.get(LATENCY, &tcp_errors), 2.0);
+    let retransmits = "nodedns_client_retransmits_total";
+    assert_eq!(s.get(retransmits, &[("proto", "tcp")]), 1.0);
+    assert_eq!(s.get(retransmits, &[("proto", "udp")]), 0.0);
+    m.ns.shutdown().await;
+}
