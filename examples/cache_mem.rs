@@ -71,6 +71,7 @@ fn main() {
         max_ttl: 86_400,
         negative_max_ttl: 3_600,
         servfail_ttl: 5,
+        zone: 0,
     };
     let cache = Cache::new(Limits {
         max_entries: capacity,

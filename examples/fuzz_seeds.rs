@@ -302,6 +302,7 @@ fn snapshot_of(responses: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
         max_ttl: 86_400,
         negative_max_ttl: 3_600,
         servfail_ttl: 5,
+        zone: 0,
     };
     for resp in responses {
         let mut stored = Vec::new();

@@ -26,6 +26,8 @@
 //!   budgets, UDP/TCP exchanges.
 //! - `coalesce`: one upstream query per identical in-flight miss.
 //! - `querylog`: the opt-in sampled query log.
+//! - `retransmit`: one listener loop's table of recent queries, to notice a client asking
+//!   again.
 //! - [`snapshot`]: the cache written on shutdown and read back at start (warm restart).
 //! - [`cache`]: what is cached for how long, and the bounded store under it.
 //! - `zones`: longest-suffix routing of a qname to a zone's upstreams.
@@ -33,6 +35,8 @@
 //! - `acl`: which sources are answered (`listen.allow`), checked before any parsing.
 //! - `limit`: what one client may cost: misses in flight and started per second, in a
 //!   table of fixed size.
+//! - `search_path`: which names are a pod's search-list expansions (`[stats]
+//!   search_suffixes`).
 //! - `regular_file`: bounded, non-blocking reads of regular files (config, resolv.conf,
 //!   snapshot).
 //! - `stats`: the counters every part increments, read by metrics and tests.
@@ -65,11 +69,7 @@ mod querylog;
 mod regular_file;
 mod reload;
 mod resolve;
-// Wired by the retransmit counter; until then only its own tests use it.
-#[allow(dead_code)]
 mod retransmit;
-// Wired by the search-expansion counter; until then only its own tests use it.
-#[allow(dead_code)]
 mod search_path;
 mod sketch;
 pub mod snapshot;
@@ -90,10 +90,10 @@ pub use app::Server;
 pub use reload::{ConfigSource, Control, ReloadError};
 
 /// The fast path, driven by the query fuzz target.
-pub use resolve::{Fast, Proto, Resolver};
+pub use resolve::{Fast, Observer, Proto, Resolver};
 
 /// Counters tests read.
-pub use stats::{DropReason, Hot, LimitedAnswer, LimitedReason, Stats};
+pub use stats::{DropReason, HitType, Hot, LimitedAnswer, LimitedReason, Stats};
 
 /// The metric list `docs/metrics.md` is checked against.
 pub use metrics::{DEFS as METRICS, Def as MetricDef, MetricKind};

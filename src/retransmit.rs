@@ -81,6 +81,16 @@ impl Retransmits {
         again
     }
 
+    /// Whether `seen` at `now_ms` would be a retransmit, without recording it.
+    pub fn is_again(&self, seen: Seen, now_ms: u32) -> bool {
+        let slot = self.slots[Self::index(seen)];
+        slot.tag == seen.0
+            && match slot.answered {
+                None => now_ms.wrapping_sub(slot.asked) < UNANSWERED_WINDOW_MS,
+                Some(at) => now_ms.wrapping_sub(at) < ANSWERED_WINDOW_MS,
+            }
+    }
+
     /// Records that the query was answered at `now_ms`.
     pub fn answered(&mut self, seen: Seen, now_ms: u32) {
         let slot = self.slot(seen);
@@ -90,9 +100,12 @@ impl Retransmits {
     }
 
     fn slot(&mut self, seen: Seen) -> &mut Slot {
+        &mut self.slots[Self::index(seen)]
+    }
+
+    fn index(seen: Seen) -> usize {
         // The length is a power of two, and the slice is never empty.
-        let at = (seen.0 >> 20) as usize & (SLOTS - 1);
-        &mut self.slots[at]
+        (seen.0 >> 20) as usize & (SLOTS - 1)
     }
 }
 
@@ -113,6 +126,7 @@ mod tests {
         let first = t.hash(ip("10.0.0.7"), 0x1234, Q);
         assert!(!t.asked(first, 0));
         // Retries while unanswered: each one counts.
+        assert!(t.is_again(first, 5_000));
         assert!(t.asked(first, 5_000));
         assert!(t.asked(first, 10_000));
         t.answered(first, 10_200);
@@ -120,6 +134,7 @@ mod tests {
         assert!(t.asked(first, 10_900));
         // Well after: a new question that happens to reuse the ID.
         t.answered(first, 10_950);
+        assert!(!t.is_again(first, 20_000));
         assert!(!t.asked(first, 20_000));
 
         // Another ID, another source: not retransmits of the first.

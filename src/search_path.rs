@@ -51,46 +51,63 @@ impl Suffixes {
         Ok(out)
     }
 
-    /// The base name of `qname` (wire form, lowercased, root label last) when it is a
+    /// The base name of `qname` (wire form, root label last, in any case) when it is a
     /// search-list expansion: its labels in front of the longest matching suffix, in wire
     /// form without the root label. `None` when it is not one.
     pub fn base<'q>(&self, qname: &'q [u8]) -> Option<&'q [u8]> {
         let body = qname.strip_suffix(&[0])?;
-        let starts = label_starts(body)?;
-        // The longest suffix is the one that starts leftmost.
-        let mut cut: Option<usize> = None;
-        for (i, &at) in starts.iter().enumerate() {
-            let tail = body.get(at..)?;
-            let any = i
-                .checked_sub(1)
-                .filter(|_| self.any_label.iter().any(|s| **s == *tail))
-                .and_then(|before| starts.get(before).copied());
-            let whole = self.whole.iter().any(|s| **s == *tail).then_some(at);
-            for here in [any, whole].into_iter().flatten() {
-                cut = Some(cut.map_or(here, |c| c.min(here)));
-            }
-        }
-        let prefix = body.get(..cut?)?;
+        let (labels, cut) = self.cut(body)?;
         // A dot of its own: at least two labels in front of the suffix.
-        let labels = label_starts(prefix)?.len();
-        (labels >= 2).then_some(prefix)
+        (labels >= 2).then(|| body.get(..cut)).flatten()
     }
-}
 
-/// The offsets of each label of `body` (wire form, no root label); `None` when it is not a
-/// sequence of labels.
-fn label_starts(body: &[u8]) -> Option<Vec<usize>> {
-    let mut starts = Vec::new();
-    let mut at = 0;
-    while at < body.len() {
-        let len = usize::from(*body.get(at)?);
-        if len == 0 || len > 63 {
+    /// Whether `qname` is a search-list expansion ([`Suffixes::base`] is `Some`). Costs a few
+    /// compares from the end of the name for a name that ends with no suffix (most names),
+    /// and never allocates: it runs on every cache hit.
+    pub fn is_expansion(&self, qname: &[u8]) -> bool {
+        self.base(qname).is_some()
+    }
+
+    /// Where the longest matching suffix of `body` (a name without its root label) starts:
+    /// the number of labels in front of it and its byte offset.
+    fn cut(&self, body: &[u8]) -> Option<(usize, usize)> {
+        // Any matching suffix ends the name: one that is not even a byte suffix of it rules
+        // itself out without walking the labels.
+        let ends = |s: &[u8]| {
+            body.len() >= s.len() && body[body.len() - s.len()..].eq_ignore_ascii_case(s)
+        };
+        if !self.whole.iter().chain(&self.any_label).any(|s| ends(s)) {
             return None;
         }
-        starts.push(at);
-        at += 1 + len;
+        // Label offsets on the stack: a name of at most 255 bytes has at most 127 labels.
+        let mut starts = [0usize; 128];
+        let mut count = 0;
+        let mut at = 0;
+        while at < body.len() {
+            let len = usize::from(*body.get(at)?);
+            if len == 0 || len > 63 {
+                return None;
+            }
+            *starts.get_mut(count)? = at;
+            count += 1;
+            at += 1 + len;
+        }
+        if at != body.len() {
+            return None;
+        }
+        let is = |list: &[Box<[u8]>], from: usize| {
+            body.get(from..)
+                .is_some_and(|tail| list.iter().any(|s| s.eq_ignore_ascii_case(tail)))
+        };
+        // The longest suffix is the one that starts leftmost: the first label that starts a
+        // whole suffix, or stands in front of an any-label one.
+        (0..count).find_map(|i| {
+            let here = starts[i];
+            let next = starts.get(i + 1).filter(|_| i + 1 < count);
+            let any = next.is_some_and(|&n| is(&self.any_label, n));
+            (any || is(&self.whole, here)).then_some((i, here))
+        })
     }
-    (at == body.len()).then_some(starts)
 }
 
 fn to_wire(name: &str) -> Option<Box<[u8]>> {
@@ -176,5 +193,27 @@ mod tests {
         let err = Suffixes::parse(&["cluster..local"]).unwrap_err();
         assert!(err.contains("cluster..local"), "{err}");
         assert_eq!(s.base(&[0xC0, 12]), None, "not a name");
+    }
+
+    #[test]
+    fn a_client_s_case_is_an_expansion_too_and_names_meant_are_not() {
+        let s = Suffixes::parse(&DEFAULT).unwrap();
+        let expansion = wire("Registry.Example.COM.gitlab.SVC.cluster.local");
+        assert!(s.is_expansion(&expansion));
+        for meant in [
+            "registry.example.com",
+            "redis.gitlab.svc.cluster.local",
+            "local",
+            "",
+        ] {
+            assert!(!s.is_expansion(&wire_or_root(meant)), "{meant}");
+        }
+        // The bytes of a suffix, but not on a label boundary.
+        assert!(!s.is_expansion(b"\x09a\x07cluster\x05local\x00"));
+        assert!(!Suffixes::default().is_expansion(&expansion), "no suffixes");
+    }
+
+    fn wire_or_root(name: &str) -> Vec<u8> {
+        if name.is_empty() { vec![0] } else { wire(name) }
     }
 }

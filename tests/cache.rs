@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use nodedns::Hot;
+use nodedns::{HitType, Hot};
 use support::client::{self, QueryBuilder, answer_a, answer_ttls};
 use support::fake_upstream::{Behavior, FakeUpstream};
 use support::nodedns::{Nodedns, config, zone};
@@ -50,8 +50,8 @@ async fn hit_is_served_without_upstream_with_ttl_aged() {
     assert_eq!(answer_a(&hit), vec![ADDR]);
     assert_eq!(answer_ttls(&hit), vec![200]);
     assert_eq!(up.udp_queries(), 1);
-    assert_eq!(ns.stats().get(Hot::CacheHitsSuccess), 1);
-    assert_eq!(ns.stats().get(Hot::CacheMisses), 1);
+    assert_eq!(ns.stats().cache_hits(HitType::Success), 1);
+    assert_eq!(ns.stats().cache_misses(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,7 +124,7 @@ async fn nxdomain_and_nodata_are_cached_for_the_soa_derived_time() {
             "{name}: expired"
         );
     }
-    assert_eq!(ns.stats().get(Hot::CacheHitsDenial), 2);
+    assert_eq!(ns.stats().cache_hits(HitType::Denial), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -195,7 +195,7 @@ async fn stale_answer_is_served_when_upstream_stops_answering() {
         "stale answers carry TTL 30 (RFC 8767)"
     );
     assert!(waited <= Duration::from_millis(1900), "waited {waited:?}");
-    assert_eq!(ns.stats().get(Hot::CacheHitsStale), 1);
+    assert_eq!(ns.stats().cache_hits(HitType::Stale), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,7 +248,7 @@ async fn hot_name_is_prefetched_and_never_misses() {
     advance(Duration::from_secs(20)).await;
     let r = a(&ns, "registry.example.test").await;
     assert_eq!(answer_a(&r), vec![ADDR]);
-    assert_eq!(ns.stats().get(Hot::CacheMisses), 1);
+    assert_eq!(ns.stats().cache_misses(), 1);
     assert_eq!(up.udp_queries(), 2);
 }
 

@@ -109,11 +109,12 @@ async fn scrape_after_a_scripted_mix_shows_what_happened() {
 
     let req = "nodedns_requests_total";
     assert_eq!(s.sum(req, &[]), 12.0);
-    assert_eq!(s.get(req, &[("proto", "tcp"), ("zone", "-")]), 1.0);
-    assert_eq!(s.get(req, &[("proto", "tcp"), ("zone", ".")]), 0.0);
-    // Hits (udp success, denial) and the short packet were answered before routing.
-    assert_eq!(s.get(req, &[("proto", "udp"), ("zone", "-")]), 3.0);
-    assert_eq!(s.get(req, &[("proto", "udp"), ("zone", ".")]), 3.0);
+    // Hits count under the zone whose query stored the entry: the TCP one under `.`.
+    assert_eq!(s.get(req, &[("proto", "tcp"), ("zone", "-")]), 0.0);
+    assert_eq!(s.get(req, &[("proto", "tcp"), ("zone", ".")]), 1.0);
+    // Only the short packet was answered before routing; `.` had 3 misses and 2 hits.
+    assert_eq!(s.get(req, &[("proto", "udp"), ("zone", "-")]), 1.0);
+    assert_eq!(s.get(req, &[("proto", "udp"), ("zone", ".")]), 5.0);
     assert_eq!(
         s.get(req, &[("proto", "udp"), ("zone", "stale.test.")]),
         2.0
@@ -128,10 +129,21 @@ async fn scrape_after_a_scripted_mix_shows_what_happened() {
         assert_eq!(s.get(rc, &[("rcode", zero)]), 0.0, "{zero}");
     }
     let hits = "nodedns_cache_hits_total";
-    assert_eq!(s.get(hits, &[("type", "success")]), 2.0);
-    assert_eq!(s.get(hits, &[("type", "denial")]), 1.0);
-    assert_eq!(s.get(hits, &[("type", "stale")]), 1.0);
-    assert_eq!(s.get("nodedns_cache_misses_total", &[]), 7.0);
+    assert_eq!(s.sum(hits, &[("type", "success")]), 2.0);
+    assert_eq!(s.get(hits, &[("type", "success"), ("zone", ".")]), 2.0);
+    assert_eq!(s.get(hits, &[("type", "denial"), ("zone", ".")]), 1.0);
+    assert_eq!(s.sum(hits, &[("type", "denial")]), 1.0);
+    assert_eq!(
+        s.get(hits, &[("type", "stale"), ("zone", "stale.test.")]),
+        1.0
+    );
+    assert_eq!(s.sum(hits, &[("type", "stale")]), 1.0);
+    let misses = "nodedns_cache_misses_total";
+    assert_eq!(s.sum(misses, &[]), 7.0);
+    assert_eq!(s.get(misses, &[("zone", ".")]), 3.0);
+    assert_eq!(s.get(misses, &[("zone", "stale.test.")]), 1.0);
+    assert_eq!(s.get(misses, &[("zone", "down.test.")]), 3.0);
+    assert_eq!(s.get(misses, &[("zone", "-")]), 0.0);
     // The documented hit rate: 4 hits out of 12 queries.
     assert_eq!(s.sum(hits, &[]) / s.sum(req, &[]), 4.0 / 12.0);
 

@@ -49,6 +49,40 @@ fn docs_list_exactly_the_exported_metrics() {
         assert_eq!(docs[name], *ty, "{name}: documented type");
     }
     assert!(DEFS.iter().all(|d| !d.help.is_empty()));
+    // The operator's questions: client latency, search-list waste, retransmits, and the
+    // standard process metrics under their usual names.
+    for (name, ty) in [
+        ("nodedns_request_duration_seconds", "histogram"),
+        ("nodedns_search_expansions_total", "counter"),
+        ("nodedns_client_retransmits_total", "counter"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+    ] {
+        assert_eq!(exported.get(name).copied(), Some(ty), "{name} exported");
+        assert_eq!(
+            docs.get(name).map(String::as_str),
+            Some(ty),
+            "{name} documented"
+        );
+    }
+}
+
+#[test]
+fn docs_say_how_to_read_and_fix_the_search_list_share() {
+    let md = repo_file("docs/metrics.md");
+    for needed in [
+        "sum(rate(nodedns_search_expansions_total[5m])) / sum(rate(nodedns_responses_total[5m]))",
+        "nodedns_search_expansions_total{rcode=\"NXDOMAIN\"}",
+        "ndots:2",
+        "trailing dot",
+        "doctor --resolv-conf",
+        "histogram_quantile(0.99, sum by (result, le) (rate(nodedns_request_duration_seconds_bucket[5m])))",
+    ] {
+        assert!(md.contains(needed), "docs/metrics.md lacks {needed}");
+    }
 }
 
 #[test]
@@ -95,9 +129,31 @@ fn dashboard_uses_only_exported_metrics_and_covers_the_essentials() {
         "nodedns_cache_prefetch_total",
         "nodedns_cache_evictions_total",
         "nodedns_inflight",
+        "nodedns_request_duration_seconds",
+        "nodedns_search_expansions_total",
+        "nodedns_client_retransmits_total",
+        "process_resident_memory_bytes",
     ] {
         assert!(used.contains(needed), "dashboard lacks {needed}");
     }
+    // Client latency by result, the hit rate of each zone, and the NXDOMAIN part of the
+    // search-list share.
+    let latency = "_bucket{instance=~\"$instance\"}";
+    assert!(exprs.iter().any(
+        |e| e.contains("histogram_quantile(0.99, sum by (result, le)")
+            && e.contains(&format!("nodedns_request_duration_seconds{latency}"))
+    ));
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("sum by (zone) (rate(nodedns_cache_hits_total"))
+    );
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("nodedns_search_expansions_total")
+                && e.contains("rcode=\"NXDOMAIN\""))
+    );
     assert!(exprs.iter().any(|e| e.contains("histogram_quantile(0.99")));
     assert!(exprs.iter().any(|e| e.contains("histogram_quantile(0.5")));
     assert!(exprs.iter().any(|e| e.contains("type=\"stale\"")));
@@ -132,6 +188,10 @@ fn alert_rules_use_only_exported_metrics_and_cover_the_failures() {
         "NodednsHitRateCollapse",
         "NodednsServfailRatioHigh",
         "NodednsConfigReloadFailing",
+        "NodednsClientRetransmitsRising",
+        "NodednsMemoryNearLimit",
+        "NodednsScrapeTargetDown",
+        "NodednsMetricsAbsent",
     ] {
         assert!(names.contains(needed), "alerts.yaml lacks {needed}");
     }
@@ -139,6 +199,10 @@ fn alert_rules_use_only_exported_metrics_and_cover_the_failures() {
     for (name, expr) in &rules {
         let used = metric_names(expr, &histograms());
         assert!(!used.is_empty(), "{name}: uses no nodedns metric");
+        assert!(
+            !used.iter().any(|m| m.starts_with("process_")) || expr.contains("nodedns_build_info"),
+            "{name}: process_* is every client's: keep it to nodedns's targets"
+        );
         let unknown: Vec<_> = used.iter().filter(|n| !exported.contains_key(*n)).collect();
         assert!(
             unknown.is_empty(),

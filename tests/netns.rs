@@ -14,6 +14,8 @@ mod admin;
 mod clients;
 #[path = "netns/ipv6.rs"]
 mod ipv6;
+#[path = "netns/observe.rs"]
+mod observe;
 #[path = "netns/process.rs"]
 mod process;
 #[path = "netns/rollout.rs"]

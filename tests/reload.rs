@@ -68,7 +68,7 @@ async fn reload_under_load_loses_nothing_and_keeps_the_cache() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     write_config(dir.path(), &config_forwarding_to(new.addr()));
     ns.control.reload().await.unwrap();
-    let hits_at_reload = ns.stats().get(nodedns::Hot::CacheHitsSuccess);
+    let hits_at_reload = ns.stats().cache_hits(nodedns::HitType::Success);
     let rounds = load.await.unwrap();
 
     assert_eq!(
@@ -78,7 +78,7 @@ async fn reload_under_load_loses_nothing_and_keeps_the_cache() {
     );
     assert!(rounds > 10, "the load loop hardly ran: {rounds} rounds");
     // The cache survived: the hot name never went to the new upstream.
-    assert!(ns.stats().get(nodedns::Hot::CacheHitsSuccess) > hits_at_reload);
+    assert!(ns.stats().cache_hits(nodedns::HitType::Success) > hits_at_reload);
     assert_eq!(new.queries_for("hot.example.test."), 0);
     assert_eq!(old.queries_for("hot.example.test."), 1);
     // Misses after the reload went to the new upstream only.

@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 use libfuzzer_sys::fuzz_target;
 use nodedns::cache::TtlPolicy;
 use nodedns::config;
-use nodedns::{Fast, Proto, Resolver};
+use nodedns::{Fast, Observer, Proto, Resolver};
 use nodedns::Stats;
 use nodedns::wire::{self, Query};
 use nodedns_fuzz::{EDNS_CAP, TCP_MAX, check_reply, hickory_parses, udp_limit};
@@ -42,6 +42,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86_400,
     negative_max_ttl: 3_600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 53);
@@ -96,7 +97,8 @@ fn serve(
     out: &mut Vec<u8>,
 ) {
     for (proto, limit) in [(Proto::Udp, limit), (Proto::Tcp, TCP_MAX)] {
-        match handler.fast(pkt, proto, CLIENT, Instant::now(), out) {
+        let mut obs = Observer::without_retransmits();
+        match handler.fast(pkt, proto, CLIENT, Instant::now(), out, &mut obs) {
             Fast::Reply => check_reply(out, id, limit, oracle),
             Fast::Drop => assert!(
                 !matches!(wire::parse_query(pkt), Ok(_)),

@@ -40,6 +40,7 @@ fn load_and_serve(data: &[u8]) {
             max_ttl: 86_400,
             negative_max_ttl: 3_600,
             servfail_ttl: 5,
+            zone: 0,
         })
     };
     // Loading is all or nothing: a refused file leaves the cache empty.

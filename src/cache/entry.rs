@@ -43,7 +43,8 @@ pub struct Entry {
     key_tail: u16,
     /// Hits counted by [`Entry::record_hit_and_check_prefetch`], up to [`HITS_CAP`].
     hits: AtomicU16,
-    /// [`PREFETCHING`].
+    /// [`PREFETCHING`] in the lowest bit; the zone index (see [`Entry::zone`]) above it,
+    /// set once at insert.
     flags: AtomicU8,
     pub kind: EntryKind,
 }
@@ -59,6 +60,8 @@ const KEY_IN_QUESTION: u16 = 0x8000;
 const HITS_CAP: u16 = u16::MAX / 2;
 /// Flag set by the one caller that wins the prefetch of an entry.
 const PREFETCHING: u8 = 1;
+/// The largest zone index an entry keeps (7 bits above [`PREFETCHING`]).
+pub const MAX_ZONE_INDEX: u8 = 127;
 
 impl Entry {
     /// An entry for `stored` (as [`crate::wire::normalize_response`] wrote it, with `layout`)
@@ -71,6 +74,7 @@ impl Entry {
         kind: EntryKind,
         inserted: i64,
         ttl: u32,
+        zone: u8,
     ) -> Result<Self, Vec<u8>> {
         let question = question(&layout, &stored);
         let (tail, key_tail) = match key.split_first() {
@@ -92,7 +96,7 @@ impl Entry {
             layout,
             key_tail,
             hits: AtomicU16::new(0),
-            flags: AtomicU8::new(0),
+            flags: AtomicU8::new(zone.min(MAX_ZONE_INDEX) << 1),
             kind,
         })
     }
@@ -137,6 +141,13 @@ impl Entry {
     /// The response as a DNS message, as upstream's answer was normalised.
     pub fn message(&self) -> &[u8] {
         self.layout.message(self.stored())
+    }
+
+    /// The index of the zone whose query stored this entry, as its [`super::TtlPolicy`] said
+    /// (0 when none did): the hit path counts the hit there without routing the name. Kept
+    /// in the flags byte so the entry stays 40 bytes.
+    pub fn zone(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed) >> 1
     }
 
     /// How a fresh hit `age` seconds old rewrites TTLs: aged, and never above our clamp.

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::wire::{Analysis, Kind, Layout};
 
-pub use entry::{Entry, EntryKind};
+pub use entry::{Entry, EntryKind, MAX_ZONE_INDEX};
 
 /// TTL served for stale answers (RFC 8767 §4 recommends 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -45,6 +45,10 @@ pub struct TtlPolicy {
     pub max_ttl: u32,
     pub negative_max_ttl: u32,
     pub servfail_ttl: u32,
+    /// Where hits on the zone's entries are counted: an index the resolver gives each zone
+    /// (0: nowhere in particular), at most [`MAX_ZONE_INDEX`]. Stored on every entry the
+    /// policy inserts (see [`Entry::zone`]).
+    pub zone: u8,
 }
 
 /// The result of a lookup.
@@ -162,7 +166,7 @@ impl Cache {
             return Err((response, layout));
         };
         let inserted = self.since_epoch(now);
-        let entry = Entry::new(key, response, layout, kind, inserted, ttl)
+        let entry = Entry::new(key, response, layout, kind, inserted, ttl, policy.zone)
             .map_err(|response| (response, layout))?;
         let entry = Arc::new(entry);
         let weight = entry.weight();
@@ -177,7 +181,10 @@ impl Cache {
     }
 
     /// Puts back an entry saved by a snapshot, with the TTL and insert time it had, so it
-    /// ages on as if the process had never restarted. Returns false when it does not fit.
+    /// ages on as if the process had never restarted, counted in `zone` (see
+    /// [`TtlPolicy::zone`]). Returns false when it does not fit.
+    // The fields of one snapshot entry, each checked by the snapshot's reader.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         &self,
         key: &[u8],
@@ -186,9 +193,10 @@ impl Cache {
         kind: EntryKind,
         ttl: u32,
         inserted: Instant,
+        zone: u8,
     ) -> bool {
         let inserted = self.since_epoch(inserted);
-        let Ok(entry) = Entry::new(key, response, layout, kind, inserted, ttl) else {
+        let Ok(entry) = Entry::new(key, response, layout, kind, inserted, ttl, zone) else {
             return false;
         };
         let entry = Arc::new(entry);

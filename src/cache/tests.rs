@@ -13,6 +13,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86_400,
     negative_max_ttl: 3_600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 const LIMITS: Limits = Limits {
@@ -136,6 +137,7 @@ fn servfail_is_cached_for_servfail_ttl_only() {
             &a,
             &TtlPolicy {
                 servfail_ttl: 0,
+                zone: 0,
                 ..POLICY
             }
         ),

@@ -45,6 +45,7 @@ pub struct Config {
     pub zones: Vec<Zone>,
     pub admin: Admin,
     pub log: Log,
+    pub stats: Stats,
 }
 
 /// `[listen]`: where nodedns answers and the limits of its listeners.
@@ -271,6 +272,14 @@ pub struct Log {
     pub level: String,
     /// Fraction of queries logged, 0.0 to 1.0 (default 0).
     pub queries: f64,
+}
+
+/// `[stats]`: what the counters need to know of the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// The suffixes that mark a query as a search-list expansion (`search_suffixes`, default
+    /// [`crate::search_path::DEFAULT`]).
+    pub search_suffixes: crate::search_path::Suffixes,
 }
 
 /// The embedded default, printed by `nodedns print-default-config`: commented TOML that listens on

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub zones: Opt<Vec<Spanned<RawZone>>>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
+    pub stats: Option<RawStats>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +124,12 @@ pub struct RawLog {
     pub format: Opt<String>,
     pub level: Opt<String>,
     pub queries: Opt<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStats {
+    pub search_suffixes: Opt<Vec<Spanned<String>>>,
 }
 
 /// A string, number or boolean as written, for values whose type is checked with their unit

@@ -11,12 +11,15 @@ use super::admin::{admin, log};
 use super::bounds::*;
 use super::check::{Check, Field};
 use super::intercept;
-use super::raw::{Opt, RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog};
+use super::raw::{
+    Opt, RawAdmin, RawCache, RawConfig, RawForward, RawInterface, RawListen, RawLog, RawStats,
+};
 use super::ttl::{self, TtlFields};
 use super::units::parse_listen;
 use super::zones;
 use super::{Cache, Config, DenyAction, ForwardSettings, Interface};
 use crate::acl::Allow;
+use crate::search_path::{self, Suffixes};
 
 const DEFAULT_LISTEN: &str = "169.254.20.10:53";
 
@@ -60,6 +63,7 @@ pub fn build(
         base_dir,
     );
     let log = log(check, raw.log.as_ref().unwrap_or(&RawLog::default()));
+    let stats = stats(check, raw.stats.as_ref().unwrap_or(&RawStats::default()));
     if !check.diags.items.is_empty() {
         return None;
     }
@@ -74,7 +78,27 @@ pub fn build(
         zones: zones?,
         admin: admin?,
         log: log?,
+        stats: stats?,
     })
+}
+
+/// `[stats]`: what the counters are told about the cluster.
+fn stats(c: &mut Check<'_>, raw: &RawStats) -> Option<super::Stats> {
+    const KEY: &str = "stats.search_suffixes";
+    let Some(raw) = &raw.search_suffixes else {
+        let search_suffixes = Suffixes::parse(&search_path::DEFAULT).ok()?;
+        return Some(super::Stats { search_suffixes });
+    };
+    let mut ok = true;
+    for text in raw.get_ref() {
+        if let Err(reason) = Suffixes::parse(&[text.get_ref()]) {
+            c.error(Some(text.span()), KEY, reason);
+            ok = false;
+        }
+    }
+    let list: Vec<&str> = raw.get_ref().iter().map(|t| t.get_ref().as_str()).collect();
+    let search_suffixes = ok.then(|| Suffixes::parse(&list).ok()).flatten()?;
+    Some(super::Stats { search_suffixes })
 }
 
 fn listen(c: &mut Check<'_>, raw: &RawListen) -> Option<super::Listen> {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::tcp_clients::{Opened, Seat, TcpClients};
-use crate::resolve::{Fast, Proto, ReplyTo, Resolver};
+use crate::resolve::{Fast, Observer, Proto, ReplyTo, Resolver};
 use crate::stats::{DropReason, Stats};
 use crate::wire;
 
@@ -153,6 +153,7 @@ async fn connection(
     let writer = tokio::spawn(write_frames(wr, rx));
     let mut rd = BufReader::new(rd);
     let mut out = Vec::new();
+    let mut obs = resolver.tcp_observer();
     let (mut idle, mut draining) = (limits.idle_timeout, false);
     loop {
         let read = tokio::time::timeout(idle, read_frame(&mut rd));
@@ -179,7 +180,7 @@ async fn connection(
             // last task holding a sender is done.
             Err(_) => break,
         };
-        if !answer(resolver, &frame, peer, &tx, &pipelined, &mut out).await {
+        if !answer(resolver, &frame, peer, &tx, &pipelined, &mut out, &mut obs).await {
             break;
         }
     }
@@ -197,8 +198,10 @@ async fn answer(
     tx: &mpsc::Sender<Vec<u8>>,
     pipelined: &Arc<Semaphore>,
     out: &mut Vec<u8>,
+    obs: &mut Observer,
 ) -> bool {
-    let ready = match resolver.fast(frame, Proto::Tcp, peer, Instant::now(), out) {
+    let received = Instant::now();
+    let ready = match resolver.fast(frame, Proto::Tcp, peer, received, out, obs) {
         Fast::Reply => true,
         Fast::Drop => false,
         Fast::Slow(miss) => {
@@ -213,7 +216,10 @@ async fn answer(
             resolver.resolve(miss, reply_to, out)
         }
     };
-    !ready || tx.send(out.clone()).await.is_ok()
+    let sent = !ready || tx.send(out.clone()).await.is_ok();
+    // Queued for the connection's writer: as far as a reply's time is followed here.
+    resolver.settle(obs, Proto::Tcp, received);
+    sent
 }
 
 /// The way back for a miss: the connection's writer, and the pipelining slot the miss holds

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::resolve::{Fast, Proto, ReplyTo, Resolver};
+use crate::resolve::{Fast, Observer, Proto, ReplyTo, Resolver};
 use crate::stats::{DropReason, Stats};
 use crate::sys::{RecvBatch, SendBatch, UdpFd};
 
@@ -45,6 +45,7 @@ const RETIRE_POLL: Duration = Duration::from_millis(50);
 pub async fn serve(sock: Arc<UdpFd>, resolver: Arc<Resolver>, shutdown: CancellationToken) {
     let mut rx = RecvBatch::new();
     let mut tx = SendBatch::new();
+    let mut obs = Observer::udp();
     loop {
         let ready = tokio::select! {
             biased;
@@ -55,7 +56,8 @@ pub async fn serve(sock: Arc<UdpFd>, resolver: Arc<Resolver>, shutdown: Cancella
             tracing::warn!(error = %e, "udp socket failed");
             return;
         }
-        let (_, emptied) = drain(&sock, &resolver, &mut rx, &mut tx, BATCHES_PER_YIELD).await;
+        let batches = BATCHES_PER_YIELD;
+        let (_, emptied) = drain(&sock, &resolver, &mut rx, &mut tx, &mut obs, batches).await;
         // Emptied: waiting for readiness lets the misses' tasks run. Not emptied: yield, or a
         // flood would starve them. Yielding always would cost a zero-timeout `epoll_wait`
         // per wake-up, as tokio polls its driver before resuming a yielded task.
@@ -63,7 +65,7 @@ pub async fn serve(sock: Arc<UdpFd>, resolver: Arc<Resolver>, shutdown: Cancella
             tokio::task::yield_now().await;
         }
     }
-    retire(&sock, &resolver, &mut rx, &mut tx).await;
+    retire(&sock, &resolver, &mut rx, &mut tx, &mut obs).await;
 }
 
 /// Serves up to `max_batches` batches queued on `sock`; returns how many queries were read
@@ -73,6 +75,7 @@ async fn drain(
     resolver: &Arc<Resolver>,
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
+    obs: &mut Observer,
     max_batches: usize,
 ) -> (usize, bool) {
     let mut read = 0;
@@ -90,9 +93,11 @@ async fn drain(
         // One clock reading for the batch: it arrived at once, and TTLs age in seconds.
         let now = Instant::now();
         for (pkt, src) in rx.packets() {
-            handle(sock, pkt, src, now, resolver, tx);
+            handle(sock, pkt, src, now, resolver, tx, obs);
         }
         flush(sock, tx, resolver.stats()).await;
+        // The batch's replies are sent: one more clock reading times them all.
+        resolver.settle(obs, Proto::Udp, now);
         if !more {
             return (read, true);
         }
@@ -107,6 +112,7 @@ async fn retire(
     resolver: &Arc<Resolver>,
     rx: &mut RecvBatch,
     tx: &mut SendBatch,
+    obs: &mut Observer,
 ) {
     let connected = sock
         .socket()
@@ -123,7 +129,7 @@ async fn retire(
             return;
         }
         match tokio::time::timeout(RETIRE_POLL, sock.readable()).await {
-            Ok(Ok(())) => answered += drain(sock, resolver, rx, tx, 1).await.0,
+            Ok(Ok(())) => answered += drain(sock, resolver, rx, tx, obs, 1).await.0,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "udp socket failed while retiring");
                 return;
@@ -141,6 +147,7 @@ fn handle(
     now: Instant,
     resolver: &Arc<Resolver>,
     tx: &mut SendBatch,
+    obs: &mut Observer,
 ) {
     // A reply to port 0 cannot be delivered, and answering it would only reflect.
     let Some(src) = src.filter(|s| s.port() != 0) else {
@@ -150,7 +157,7 @@ fn handle(
         resolver.stats().dropped_one(DropReason::Send);
         return;
     };
-    match resolver.fast(pkt, Proto::Udp, src, now, out) {
+    match resolver.fast(pkt, Proto::Udp, src, now, out, obs) {
         Fast::Reply => tx.commit(src),
         Fast::Drop => {}
         Fast::Slow(miss) => {

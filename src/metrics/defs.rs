@@ -64,14 +64,32 @@ pub const DEFS: &[Def] = &[
     def(
         "nodedns_cache_hits_total",
         C,
-        &["type"],
-        "Queries answered from the cache: success (positive answer), denial (NXDOMAIN/NODATA/cached SERVFAIL), stale (expired entry served, RFC 8767).",
+        &["type", "zone"],
+        "Queries answered from the cache: success (positive answer), denial (NXDOMAIN/NODATA/cached SERVFAIL), stale (expired entry served, RFC 8767); by the zone whose query stored the entry.",
     ),
     def(
         "nodedns_cache_misses_total",
         C,
-        &[],
-        "Queries that found no cache entry, fresh or stale.",
+        &["zone"],
+        "Queries that found no cache entry, fresh or stale, by the zone they were routed to (\"-\": none).",
+    ),
+    def(
+        "nodedns_request_duration_seconds",
+        H,
+        &["zone", "proto", "result"],
+        "Time from reading a client query to sending its reply, by zone, transport and result (hit, miss, stale, error); a UDP batch's hits share the batch's time.",
+    ),
+    def(
+        "nodedns_search_expansions_total",
+        C,
+        &["rcode"],
+        "Replies to search-list expansions (a name of two or more labels in front of one of stats.search_suffixes), by rcode.",
+    ),
+    def(
+        "nodedns_client_retransmits_total",
+        C,
+        &["proto"],
+        "Queries that repeated the source, ID and question of one still unanswered or answered under a second before: clients that gave up waiting.",
     ),
     def("nodedns_cache_entries", G, &[], "Entries in the cache."),
     def(
@@ -213,4 +231,41 @@ pub const DEFS: &[Def] = &[
         &["version"],
         "Always 1; the version label says which nodedns runs.",
     ),
+    def(
+        "process_cpu_seconds_total",
+        C,
+        &[],
+        "User and system CPU time spent, in seconds.",
+    ),
+    def(
+        "process_start_time_seconds",
+        G,
+        &[],
+        "Start time of the process since the Unix epoch, in seconds.",
+    ),
+    def(
+        "process_resident_memory_bytes",
+        G,
+        &[],
+        "Resident memory size, in bytes.",
+    ),
+    def(
+        "process_virtual_memory_bytes",
+        G,
+        &[],
+        "Virtual memory size, in bytes.",
+    ),
+    def("process_open_fds", G, &[], "Open file descriptors."),
+    def(
+        "process_max_fds",
+        G,
+        &[],
+        "The limit on open file descriptors (soft limit).",
+    ),
 ];
+
+/// Whether `def` is written by hand after the exporter's text (histograms and the process
+/// metrics), rather than registered with the exporter.
+pub fn hand_written(def: &Def) -> bool {
+    def.kind == MetricKind::Histogram || def.name.starts_with("process_")
+}

@@ -14,6 +14,7 @@
 
 mod defs;
 mod histogram;
+mod process;
 
 use std::sync::Arc;
 
@@ -24,7 +25,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::cache::Cache;
 use crate::stats::{
-    DropReason, ErrorKind, Hot, LimitedAnswer, LimitedReason, RCODE_SLOTS, Stats, UpstreamStatus,
+    DropReason, ErrorKind, Hot, LimitedAnswer, LimitedReason, RCODE_SLOTS, Served, Stats,
+    UpstreamStatus, ZoneCounters,
 };
 
 pub use defs::{DEFS, Def, MetricKind, RCODES, ZONE_UNROUTED};
@@ -40,12 +42,12 @@ struct Registry {
 impl Registry {
     fn new(upstreams: Vec<String>) -> Registry {
         let recorder = PrometheusBuilder::new().build_recorder();
-        for d in DEFS {
+        // Histograms and process metrics are written by `histogram` and `process`.
+        for d in DEFS.iter().filter(|d| !defs::hand_written(d)) {
             let name = metrics::KeyName::from(d.name);
             match d.kind {
                 MetricKind::Counter => recorder.describe_counter(name, None, d.help.into()),
                 MetricKind::Gauge => recorder.describe_gauge(name, None, d.help.into()),
-                // Written by `histogram`, not the exporter.
                 MetricKind::Histogram => {}
             }
         }
@@ -99,7 +101,16 @@ impl Metrics {
         let mut out = registry.handle.render();
         drop(registry);
         render_histograms(&mut out, upstreams);
+        render_client_latency(&mut out, &self.zones());
+        process::Process::read().write(&mut out);
         out
+    }
+
+    /// Every zone's counters with its label, the unrouted ones (`-`) last.
+    fn zones(&self) -> Vec<(String, Arc<ZoneCounters>)> {
+        let mut zones = self.stats.zones();
+        zones.push((ZONE_UNROUTED.to_owned(), self.stats.unrouted().clone()));
+        zones
     }
 
     /// Copies every source into the registry. Counters go through `absolute`, which never
@@ -148,14 +159,20 @@ impl Metrics {
         }
     }
 
-    /// `nodedns_requests_total`: routed queries by zone, the rest under [`ZONE_UNROUTED`].
-    /// Zones are read before the totals: a query is counted in the total before its zone, so
-    /// the difference is never negative.
+    /// `nodedns_requests_total`: queries by zone (routed on the miss path, or hits on an
+    /// entry the zone stored), the rest under [`ZONE_UNROUTED`]. Zones are read before the
+    /// totals: a query is counted in the total before its zone, so the difference is never
+    /// negative.
     fn sync_requests(&self, r: &PrometheusRecorder) {
         let zones = self.stats.zones();
+        let hits = |z: &ZoneCounters, p| z.hits(p, 0).wrapping_add(z.hits(p, 1));
         let counts: Vec<(u64, u64)> = zones
             .iter()
-            .map(|(_, z)| (crate::stats::get(&z.udp), crate::stats::get(&z.tcp)))
+            .map(|(_, z)| {
+                let udp = crate::stats::get(&z.udp).wrapping_add(hits(z, 0));
+                let tcp = crate::stats::get(&z.tcp).wrapping_add(hits(z, 1));
+                (udp, tcp)
+            })
             .collect();
         let total_udp = self.stats.get(Hot::RequestsUdp);
         let total_tcp = self.stats.get(Hot::RequestsTcp);
@@ -184,15 +201,34 @@ impl Metrics {
             }
         }
         counter(r, "nodedns_responses_total", &[("rcode", "other")]).absolute(other);
-        for (ty, hot) in [
-            ("success", Hot::CacheHitsSuccess),
-            ("denial", Hot::CacheHitsDenial),
-            ("stale", Hot::CacheHitsStale),
-        ] {
-            counter(r, "nodedns_cache_hits_total", &[("type", ty)]).absolute(s.get(hot));
+        let mut other = 0u64;
+        let name = "nodedns_search_expansions_total";
+        for rcode in 0..RCODE_SLOTS as u16 {
+            match RCODES.iter().find(|(r, _)| *r == rcode) {
+                Some((_, label)) => {
+                    counter(r, name, &[("rcode", label)]).absolute(s.expansions(rcode))
+                }
+                None => other = other.wrapping_add(s.expansions(rcode)),
+            }
+        }
+        counter(r, name, &[("rcode", "other")]).absolute(other);
+        for (zone, z) in self.zones() {
+            let z = &*z;
+            let name = "nodedns_cache_hits_total";
+            for (ty, n) in [
+                ("success", z.hits(0, 0).wrapping_add(z.hits(1, 0))),
+                ("denial", z.hits(0, 1).wrapping_add(z.hits(1, 1))),
+                ("stale", z.stales()),
+            ] {
+                counter(r, name, &[("type", ty), ("zone", &zone)]).absolute(n);
+            }
+            counter(r, "nodedns_cache_misses_total", &[("zone", &zone)]).absolute(z.misses());
+        }
+        for (proto, hot) in [("udp", Hot::RetransmitsUdp), ("tcp", Hot::RetransmitsTcp)] {
+            counter(r, "nodedns_client_retransmits_total", &[("proto", proto)])
+                .absolute(s.get(hot));
         }
         for (name, hot) in [
-            ("nodedns_cache_misses_total", Hot::CacheMisses),
             ("nodedns_cache_prefetch_total", Hot::Prefetches),
             ("nodedns_coalesced_total", Hot::Coalesced),
             ("nodedns_overload_total", Hot::Overload),
@@ -246,6 +282,26 @@ fn render_histograms(out: &mut String, upstreams: &[UpstreamStatus]) {
     for u in upstreams {
         let h = u.counters.latency.snapshot();
         histogram::write_series(out, name, &[("upstream", &u.label)], &h);
+    }
+}
+
+/// `nodedns_request_duration_seconds`: every zone's, by transport and result.
+fn render_client_latency(out: &mut String, zones: &[(String, Arc<ZoneCounters>)]) {
+    let name = "nodedns_request_duration_seconds";
+    let help = DEFS.iter().find(|d| d.name == name).map_or("", |d| d.help);
+    histogram::write_header(out, name, help);
+    for (zone, z) in zones {
+        for (p, proto) in ["udp", "tcp"].into_iter().enumerate() {
+            for served in Served::ALL {
+                let h = z.latency(p, served);
+                let labels = [
+                    ("zone", zone.as_str()),
+                    ("proto", proto),
+                    ("result", served.label()),
+                ];
+                histogram::write_series(out, name, &labels, &h.into());
+            }
+        }
     }
 }
 

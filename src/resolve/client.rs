@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 
-use super::Miss;
+use tokio::time::Instant;
+
 use super::fast::client_of;
+use super::{Miss, Proto};
 use crate::wire;
 
 /// A miss's client, owned, for a reply written after the listener's buffer is reused: the
@@ -19,6 +21,11 @@ pub(super) struct Asker {
     question_end: usize,
     has_edns: bool,
     max_len: usize,
+    /// When the query was read, and over what: the reply's latency is timed from here.
+    pub received: Instant,
+    pub proto: Proto,
+    /// Whether the query is a search-list expansion.
+    pub expansion: bool,
 }
 
 impl Asker {
@@ -31,6 +38,9 @@ impl Asker {
             question_end: wire::HEADER_LEN + client.question.len(),
             has_edns: client.has_edns,
             max_len: client.max_len,
+            received: miss.now,
+            proto: miss.proto,
+            expansion: miss.expansion,
         }
     }
 

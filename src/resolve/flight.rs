@@ -15,7 +15,7 @@ use crate::cache;
 use crate::coalesce::{Completion, Join};
 use crate::forward::{ForwardError, Forwarded, Spender, failover};
 use crate::querylog::Source;
-use crate::stats::Stats;
+use crate::stats::{Stats, ZoneCounters};
 use crate::wire::{self, Query, TtlRewrite};
 
 /// What a flight to upstream produced, shared by every waiter.
@@ -121,20 +121,24 @@ impl Resolver {
     }
 
     /// Writes the reply `client` gets from a flight's `outcome`: the answer, else the stale
-    /// entry, else a SERVFAIL for the query in `pkt` (saying so with an Extended DNS Error
-    /// when every upstream budget was spent). Says where it came from.
+    /// entry (counted in `zone`), else a SERVFAIL for the query in `pkt` (saying so with an
+    /// Extended DNS Error when every upstream budget was spent). `expansion` says whether the
+    /// query is a search-list expansion. Says where the reply came from.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn serve(
         &self,
         client: &wire::Client<'_>,
         pkt: &[u8],
         outcome: Option<&Outcome>,
         stale: Option<Arc<cache::Entry>>,
+        zone: &ZoneCounters,
+        expansion: bool,
         out: &mut Vec<u8>,
     ) -> Source {
         match (outcome, stale) {
             (Some(Outcome::Cached(entry)), _) => {
                 let ttl = entry.ttl_rewrite(0);
-                self.write(client, entry.stored(), entry.layout(), ttl, out);
+                self.write(client, entry.stored(), entry.layout(), ttl, expansion, out);
                 Source::Upstream
             }
             (Some(Outcome::Uncached { response, layout }), _) => {
@@ -142,23 +146,23 @@ impl Resolver {
                     cap: u32::MAX,
                     age: 0,
                 };
-                self.write(client, response, layout, ttl, out);
+                self.write(client, response, layout, ttl, expansion, out);
                 Source::Upstream
             }
             (_, Some(entry)) => {
                 let ttl = entry.stale_ttl_rewrite();
-                self.write(client, entry.stored(), entry.layout(), ttl, out);
-                self.count_hit(entry.kind, true);
+                self.write(client, entry.stored(), entry.layout(), ttl, expansion, out);
+                zone.stale();
                 Source::Stale
             }
             (Some(Outcome::Spent), None) => {
                 wire::error_reply_ede(pkt, wire::rcode::SERVFAIL, Some(BUDGET_SPENT), out);
-                self.count_reply(out);
+                self.count_reply(out, expansion);
                 Source::Local
             }
             (_, None) => {
                 wire::error_reply(pkt, wire::rcode::SERVFAIL, out);
-                self.count_reply(out);
+                self.count_reply(out, expansion);
                 Source::Local
             }
         }

@@ -16,6 +16,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::client::Asker;
 use super::flight::{InFlight, Outcome, upstream_query};
 use super::miss::ReplyTo;
+use super::observe::Asked;
 use super::routing::{Routing, Zone};
 use super::{Miss, Resolver};
 use crate::coalesce::Completion;
@@ -36,6 +37,8 @@ struct InlineMiss<R> {
     reply_to: R,
     /// Set when the query log is on.
     logged_from: Option<Instant>,
+    /// The query in its listener's retransmit table.
+    asked: Option<Asked>,
     /// Keeps the drain waiting for this miss.
     token: TaskTrackerToken,
     _in_flight: InFlight,
@@ -64,6 +67,7 @@ impl Resolver {
         zone: Arc<Zone>,
         done: Completion<Arc<Outcome>>,
         reply_to: R,
+        asked: Option<Asked>,
     ) {
         let now = miss.now;
         let mut plan = routing.forwarder.plan(&zone.upstreams, now);
@@ -76,6 +80,7 @@ impl Resolver {
             done,
             asker: Asker::of(miss, routing.udp_cap),
             reply_to,
+            asked,
             logged_from: routing.querylog.is_on().then_some(now),
             routing,
             token: self.tasks.token(),
@@ -101,10 +106,19 @@ impl<R: ReplyTo> InlineMiss<R> {
         let outcome = Arc::new(outcome);
         self.done.complete(outcome.clone());
         let mut out = Vec::with_capacity(512);
-        let client = self.asker.client();
-        let source = resolver.serve(&client, &self.asker.pkt, Some(&outcome), None, &mut out);
+        let (asker, counters) = (&self.asker, &self.zone.counters);
+        let client = asker.client();
+        let outcome = Some(&*outcome);
+        let expansion = asker.expansion;
+        let source = resolver.serve(
+            &client, &asker.pkt, outcome, None, counters, expansion, &mut out,
+        );
         let tasks = self.token.task_tracker();
         self.reply_to.send_now(&out, &resolver.stats, tasks);
+        resolver.observe_sent(counters, asker.proto, source, asker.received);
+        if let Some(asked) = self.asked {
+            asked.answered();
+        }
         resolver.log(&self.asker, source, &out, self.logged_from);
     }
 

@@ -18,7 +18,7 @@ use super::{Miss, Resolver};
 use crate::config::Config;
 use crate::limit::{Limits, Refusal, Ticket};
 use crate::querylog::Source;
-use crate::stats::{LimitedAnswer, LimitedReason, Stats};
+use crate::stats::{LimitedAnswer, LimitedReason, Stats, ZoneCounters};
 use crate::wire::{self, Ede};
 
 /// The Extended DNS Error texts, one per limit: what `dig` shows the operator.
@@ -75,6 +75,7 @@ impl Resolver {
         miss: &Miss<'_>,
         refusal: Refusal,
         udp_cap: u16,
+        zone: &ZoneCounters,
         out: &mut Vec<u8>,
     ) -> Source {
         let (reason, text) = match refusal {
@@ -83,14 +84,15 @@ impl Resolver {
         };
         let source = if miss.stale.is_some() {
             let client = client_of(&miss.query, miss.proto, udp_cap);
-            self.serve(&client, miss.pkt, None, miss.stale.clone(), out)
+            let stale = miss.stale.clone();
+            self.serve(&client, miss.pkt, None, stale, zone, miss.expansion, out)
         } else {
             let ede = Ede {
                 code: wire::ede::PROHIBITED,
                 text,
             };
             wire::error_reply_ede(miss.pkt, wire::rcode::REFUSED, Some(ede), out);
-            self.count_reply(out);
+            self.count_reply(out, miss.expansion);
             Source::Local
         };
         let answer = match source {

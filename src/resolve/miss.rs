@@ -11,12 +11,13 @@ use super::client::Asker;
 use super::fast::client_of;
 use super::flight::{Outcome, upstream_query};
 use super::limited::Ticketed;
+use super::observe::Asked;
 use super::routing::Zone;
 use super::{Miss, Proto, Resolver, cache};
 use crate::coalesce::{Completion, Join, Waiter};
 use crate::forward::Spender;
 use crate::querylog::{self, Source};
-use crate::stats::{Hot, Stats, inc};
+use crate::stats::{Hot, Stats, ZoneCounters, inc};
 use crate::wire;
 
 /// Where a miss's reply goes: the listener's way back to the client that asked.
@@ -53,7 +54,7 @@ impl Resolver {
     /// UDP query with nothing stale, first for its key), else from a task.
     pub fn resolve<R: ReplyTo>(
         self: &Arc<Self>,
-        miss: Miss<'_>,
+        mut miss: Miss<'_>,
         reply_to: R,
         out: &mut Vec<u8>,
     ) -> bool {
@@ -61,13 +62,20 @@ impl Resolver {
         let routing = self.routing.load();
         let logged_from = routing.querylog.is_on().then_some(miss.now);
         let Some(zone) = routing.zones.route(miss.query.qname()).cloned() else {
+            if miss.stale.is_none() {
+                self.stats.unrouted().miss();
+            }
             wire::error_reply(miss.pkt, wire::rcode::REFUSED, out);
-            self.count_reply(out);
-            return self.answered_now(&miss, Source::Local, out, logged_from);
+            self.count_reply(out, miss.expansion);
+            let unrouted = self.stats.unrouted().clone();
+            return self.answered_now(&mut miss, &unrouted, Source::Local, out, logged_from);
         };
+        if miss.stale.is_none() {
+            zone.counters.miss();
+        }
         inc(match miss.proto {
-            Proto::Udp => &zone.requests.udp,
-            Proto::Tcp => &zone.requests.tcp,
+            Proto::Udp => &zone.counters.udp,
+            Proto::Tcp => &zone.counters.tcp,
         });
         // Past this point the miss costs upstream work: its client's limits apply, and
         // the ticket goes with the reply, so the client's in-flight count drops when it
@@ -75,16 +83,17 @@ impl Resolver {
         let reply_to = match self.admit(&miss) {
             Ok(ticket) => Ticketed { reply_to, ticket },
             Err(refusal) => {
-                let source = self.limited(&miss, refusal, routing.udp_cap, out);
-                return self.answered_now(&miss, source, out, logged_from);
+                let source = self.limited(&miss, refusal, routing.udp_cap, &zone.counters, out);
+                return self.answered_now(&mut miss, &zone.counters, source, out, logged_from);
             }
         };
+        let asked = miss.asked.take();
         let stale_timeout = miss.stale.is_some().then_some(routing.stale_client_timeout);
         let wait = match self.coalescer.join(miss.query.cache_key()) {
             // Most misses: finished by the upstream socket's reader, no task of their own.
             Join::Leader(done) if miss.stale.is_none() && miss.proto == Proto::Udp => {
                 let routing = arc_swap::Guard::into_inner(routing);
-                self.start_inline(&miss, routing, zone, done, reply_to);
+                self.start_inline(&miss, routing, zone, done, reply_to, asked);
                 return false;
             }
             Join::Leader(done) if miss.stale.is_none() => {
@@ -103,13 +112,17 @@ impl Resolver {
             Join::Overloaded => {
                 self.stats.inc(Hot::Overload);
                 let client = client_of(&miss.query, miss.proto, routing.udp_cap);
-                let source = self.serve(&client, miss.pkt, None, miss.stale.clone(), out);
-                return self.answered_now(&miss, source, out, logged_from);
+                let (pkt, stale, expansion) = (miss.pkt, miss.stale.clone(), miss.expansion);
+                let counters = &zone.counters;
+                let source = self.serve(&client, pkt, None, stale, counters, expansion, out);
+                miss.asked = asked;
+                return self.answered_now(&mut miss, counters, source, out, logged_from);
             }
         };
         let asker = Asker::of(&miss, routing.udp_cap);
         let this = self.clone();
-        let answer = this.answer(asker, zone, wait, miss.stale, logged_from, reply_to);
+        let back = Back { reply_to, asked };
+        let answer = this.answer(asker, zone, wait, miss.stale, logged_from, back);
         // Boxed: the miss's future is over a kilobyte, and tokio moves a task's whole
         // future-or-output slot each time it changes state (three times per miss); a box is
         // one allocation and those moves are of a pointer.
@@ -117,14 +130,20 @@ impl Resolver {
         false
     }
 
-    /// A miss's reply written to `out` at once: logged if sampled. Always `true`.
+    /// A miss's reply written to `out` at once, to go with the listener's batch: counted in
+    /// `zone`, marked answered, logged if sampled. Always `true`.
     fn answered_now(
         &self,
-        miss: &Miss<'_>,
+        miss: &mut Miss<'_>,
+        zone: &ZoneCounters,
         source: Source,
         out: &[u8],
         logged_from: Option<Instant>,
     ) -> bool {
+        self.observe_sent(zone, miss.proto, source, miss.now);
+        if let Some(asked) = miss.asked.take() {
+            asked.answered();
+        }
         if let Some(started) = logged_from
             && self.routing.load().querylog.sample()
         {
@@ -142,7 +161,7 @@ impl Resolver {
         wait: Wait,
         stale: Option<Arc<cache::Entry>>,
         logged_from: Option<Instant>,
-        reply_to: R,
+        back: Back<R>,
     ) {
         let outcome = match wait {
             Wait::Fly(done, query) => {
@@ -163,8 +182,27 @@ impl Resolver {
         // Room for a typical answer without growing; a larger one grows once.
         let mut out = Vec::with_capacity(512);
         let client = asker.client();
-        let source = self.serve(&client, &asker.pkt, outcome.as_deref(), stale, &mut out);
+        let (pkt, outcome, counters) = (&asker.pkt, outcome.as_deref(), &zone.counters);
+        let source = self.serve(
+            &client,
+            pkt,
+            outcome,
+            stale,
+            counters,
+            asker.expansion,
+            &mut out,
+        );
         self.log(&asker, source, &out, logged_from);
-        reply_to.send(out, &self.stats).await;
+        back.reply_to.send(out, &self.stats).await;
+        self.observe_sent(counters, asker.proto, source, asker.received);
+        if let Some(asked) = back.asked {
+            asked.answered();
+        }
     }
+}
+
+/// The way back to a miss's client, and its query in the listener's retransmit table.
+pub(super) struct Back<R> {
+    pub reply_to: R,
+    pub asked: Option<Asked>,
 }

@@ -27,6 +27,7 @@ mod flight;
 mod inline;
 mod limited;
 mod miss;
+mod observe;
 mod routing;
 
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ use flight::Outcome;
 use routing::Routing;
 
 pub use miss::ReplyTo;
+pub use observe::Observer;
+
+use observe::Asked;
 
 /// The transport a query arrived on; it sets the reply size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,10 @@ pub struct Miss<'p> {
     now: Instant,
     /// An expired entry still inside the serve-stale window (RFC 8767), if there is one.
     stale: Option<Arc<cache::Entry>>,
+    /// Whether the query is a search-list expansion (`[stats] search_suffixes`).
+    expansion: bool,
+    /// The query in its listener's retransmit table, to mark answered.
+    asked: Option<Asked>,
 }
 
 /// Cache, zones, coalescer, upstreams and counters: everything a query needs, and the
@@ -102,6 +110,8 @@ pub struct Resolver {
     tasks: TaskTracker,
     /// The heaviest clients and names, for `nodedns top`.
     top: Top,
+    /// The retransmit table of every client TCP connection.
+    tcp_retransmits: observe::Table,
 }
 
 impl Resolver {
@@ -118,6 +128,7 @@ impl Resolver {
             identity: routing::identity(),
             tasks: TaskTracker::new(),
             top: Top::new(),
+            tcp_retransmits: observe::Table::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::cache::{self, TtlPolicy};
 use crate::config::{self, Config, DenyAction};
 use crate::forward::{Forwarder, UpstreamSet, ZoneUpstreams};
 use crate::querylog::Sampler;
-use crate::search_path::{self, Suffixes};
+use crate::search_path::Suffixes;
 use crate::stats::{Stats, ZoneCounters};
 use crate::wire;
 use crate::zones::ZoneTable;
@@ -19,8 +19,9 @@ use crate::zones::ZoneTable;
 pub(super) struct Zone {
     pub upstreams: ZoneUpstreams,
     pub ttl: TtlPolicy,
-    /// Queries routed to this zone (they reached the miss path); kept across reloads.
-    pub requests: Arc<ZoneCounters>,
+    /// This zone's counters (queries routed to it, hits, misses, client latency); kept by
+    /// name across reloads.
+    pub counters: Arc<ZoneCounters>,
 }
 
 /// Everything a config reload replaces, swapped in one piece so a query sees either the old
@@ -37,7 +38,11 @@ pub(super) struct Routing {
     /// The sources answered, and what the others get.
     pub allow: Allow,
     pub deny: DenyAction,
-    /// The cluster search suffixes a search-list expansion ends with.
+    /// Every zone's counters by the index its entries carry ([`TtlPolicy::zone`]): 0 is the
+    /// unrouted queries', then every zone ever configured, in [`Stats::zones`] order. A hit
+    /// finds its zone's counters here by the entry's index, without routing its name.
+    pub counters: Box<[Arc<ZoneCounters>]>,
+    /// What marks a query as a search-list expansion (`[stats] search_suffixes`).
     pub search: Suffixes,
 }
 
@@ -46,18 +51,33 @@ impl Routing {
         let mut zones = ZoneTable::new();
         let mut listed = Vec::new();
         for z in &cfg.zones {
+            let index = stats.zone_index(&z.name) + 1;
+            // Past what an entry can carry, hits are counted as unrouted (index 0).
+            let index = u8::try_from(index)
+                .ok()
+                .filter(|&i| i <= cache::MAX_ZONE_INDEX)
+                .unwrap_or(0);
             let zone = Arc::new(Zone {
                 upstreams: upstreams.zone(z),
-                ttl: ttl_policy(&z.cache),
-                requests: stats.zone(&z.name),
+                ttl: TtlPolicy {
+                    zone: index,
+                    ..ttl_policy(&z.cache)
+                },
+                counters: stats.zone(&z.name),
             });
             zones.insert(&z.name, zone.clone());
             listed.push((z.name.clone(), zone));
         }
         upstreams.apply_budgets();
+        let counters = std::iter::once(stats.unrouted().clone())
+            .chain(stats.zones().into_iter().map(|(_, c)| c))
+            .take(usize::from(cache::MAX_ZONE_INDEX) + 1)
+            .collect();
         Routing {
             zones,
             listed,
+            counters,
+            search: cfg.stats.search_suffixes.clone(),
             forwarder: Forwarder::new(cfg.forward.clone(), stats.clone()),
             udp_cap: cfg.listen.udp_max_payload,
             stale_client_timeout: cfg.cache.stale_client_timeout,
@@ -65,8 +85,6 @@ impl Routing {
             querylog: Sampler::new(cfg.log.queries),
             allow: cfg.listen.allow.clone(),
             deny: cfg.listen.deny_action,
-            // `[stats] search_suffixes` supplies the list once it is configurable.
-            search: Suffixes::parse(&search_path::DEFAULT).unwrap_or_default(),
         }
     }
 }
@@ -93,6 +111,7 @@ fn ttl_policy(t: &config::CacheTtl) -> TtlPolicy {
         max_ttl: secs(t.max_ttl),
         negative_max_ttl: secs(t.negative_max_ttl),
         servfail_ttl: secs(t.servfail_ttl),
+        zone: 0,
     }
 }
 

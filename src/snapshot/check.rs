@@ -62,6 +62,8 @@ pub(super) struct Checked<'a> {
     pub ttl: u32,
     /// How long ago it was inserted.
     pub age: Duration,
+    /// The zone index the current config's policy gives it.
+    pub zone: u8,
 }
 
 /// What becomes of a well-formed entry.
@@ -93,7 +95,9 @@ pub(super) fn check_entry<'a>(
         return Err(EntryError::ZeroTtl);
     }
     // The TTL the current config gives this message, never more than the one it had.
-    let Some((_, ttl_now)) = policy(key.qname).and_then(|p| cache::cache_ttl(&analysis, &p)) else {
+    let Some((zone, (_, ttl_now))) =
+        policy(key.qname).and_then(|p| Some((p.zone, cache::cache_ttl(&analysis, &p)?)))
+    else {
         return Ok(Verdict::NotCachedNow);
     };
     let ttl = raw.ttl.min(ttl_now);
@@ -116,6 +120,7 @@ pub(super) fn check_entry<'a>(
         kind: claimed,
         ttl,
         age,
+        zone,
     }))
 }
 

@@ -212,7 +212,7 @@ pub fn load_bytes(
             loaded.expired += 1;
             continue;
         };
-        if cache.restore(e.key, e.stored, e.layout, e.kind, e.ttl, inserted) {
+        if cache.restore(e.key, e.stored, e.layout, e.kind, e.ttl, inserted, e.zone) {
             loaded.restored += 1;
         }
     }

@@ -15,6 +15,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86400,
     negative_max_ttl: 3600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 fn policy(_: &[u8]) -> Option<TtlPolicy> {
@@ -133,6 +134,22 @@ async fn round_trip_keeps_entries_and_their_age() {
     };
     assert!((99..=101).contains(&age), "age {age}");
     assert_eq!(entry.ttl, 300);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_entry_counts_its_hits_in_the_zone_the_current_config_routes_it_to() {
+    let dir = private_dir();
+    let path = dir.path().join("cache.snap");
+    let a = cache();
+    let key = fill(&a, "registry.example.test.", 300);
+    assert_eq!(write(&a, &path, Duration::from_secs(3600)).unwrap(), 1);
+    let b = cache();
+    let zone_3 = |_: &[u8]| Some(TtlPolicy { zone: 3, ..POLICY });
+    assert_eq!(load(&b, &path, zone_3).unwrap().restored, 1);
+    let Lookup::Fresh { entry, .. } = b.lookup(&key, Instant::now()) else {
+        panic!("restored entry must be fresh");
+    };
+    assert_eq!(entry.zone(), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@
 mod histogram;
 mod limited;
 mod upstream;
+mod zone;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use parking_lot::Mutex;
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use limited::{ClientLimited, LimitedAnswer, LimitedReason};
 pub use upstream::{ErrorKind, UpstreamCounters, UpstreamStatus};
+pub use zone::{Served, ZoneCounters};
 
 /// Why a packet got no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +71,6 @@ impl DropReason {
 pub enum Hot {
     RequestsUdp,
     RequestsTcp,
-    CacheHitsSuccess,
-    CacheHitsDenial,
-    CacheHitsStale,
-    CacheMisses,
     Prefetches,
     Coalesced,
     /// Misses refused because too many clients wait on one key or too many keys are in flight.
@@ -81,13 +79,28 @@ pub enum Hot {
     DeniedRefused,
     /// Queries from a source outside `listen.allow`, dropped (`deny_action = "drop"`).
     DeniedDropped,
+    /// The same client, ID and question again while the first was unanswered or just
+    /// answered (`crate::retransmit`), over UDP.
+    RetransmitsUdp,
+    /// The same, over TCP.
+    RetransmitsTcp,
+}
+
+/// The kinds of cache hit counted: `type` of `nodedns_cache_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitType {
+    Success,
+    Denial,
+    Stale,
 }
 
 /// Responses are counted by rcode; full 12-bit rcodes above 23 share the last slot.
 pub const RCODE_SLOTS: usize = 24;
-const HOT_NAMED: usize = Hot::DeniedDropped as usize + 1;
+const HOT_NAMED: usize = Hot::RetransmitsTcp as usize + 1;
 const RESPONSES_AT: usize = HOT_NAMED;
-const DROPPED_AT: usize = RESPONSES_AT + RCODE_SLOTS;
+/// Replies to search-list expansions, by rcode.
+const EXPANSIONS_AT: usize = RESPONSES_AT + RCODE_SLOTS;
+const DROPPED_AT: usize = EXPANSIONS_AT + RCODE_SLOTS;
 const SLOTS: usize = DROPPED_AT + DropReason::ALL.len();
 /// Blocks per `Stats`: the first `SHARDS - 1` threads own one each, the rest share the last.
 const SHARDS: usize = 32;
@@ -114,17 +127,12 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED);
 }
 
-/// Queries routed to one zone (they reached the miss path), by transport.
-#[derive(Debug, Default)]
-pub struct ZoneCounters {
-    pub udp: AtomicU64,
-    pub tcp: AtomicU64,
-}
-
 /// Process-wide counters.
 #[derive(Debug)]
 pub struct Stats {
     zones: Mutex<Vec<(String, Arc<ZoneCounters>)>>,
+    /// Replies to queries no zone took: malformed, refused, CHAOS; the `-` zone.
+    unrouted: Arc<ZoneCounters>,
     upstreams: Mutex<Vec<(String, Arc<UpstreamCounters>)>>,
     blocks: Box<[Block]>,
     pub spoof_mismatches: AtomicU64,
@@ -144,6 +152,7 @@ impl Default for Stats {
     fn default() -> Stats {
         Stats {
             zones: Mutex::new(Vec::new()),
+            unrouted: Arc::default(),
             upstreams: Mutex::new(Vec::new()),
             blocks: (0..SHARDS).map(|_| Block::default()).collect(),
             spoof_mismatches: AtomicU64::new(0),
@@ -161,17 +170,7 @@ impl Default for Stats {
 
 impl Stats {
     fn bump(&self, slot: usize) {
-        let shard = SHARD.with(|s| *s);
-        let Some(c) = self.blocks.get(shard).and_then(|b| b.0.get(slot)) else {
-            return;
-        };
-        if shard == SHARED {
-            c.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // Only this thread writes this block: no other increment can be lost between the
-            // load and the store, and readers see each value whole.
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        }
+        add_on_this_thread(&self.blocks, |b| b.0.get(slot), 1);
     }
 
     fn sum(&self, slot: usize) -> u64 {
@@ -201,6 +200,16 @@ impl Stats {
         self.sum(RESPONSES_AT + usize::from(rcode).min(RCODE_SLOTS - 1))
     }
 
+    /// A reply with `rcode` to a search-list expansion (`crate::search_path`).
+    pub fn expansion(&self, rcode: u16) {
+        self.bump(EXPANSIONS_AT + usize::from(rcode).min(RCODE_SLOTS - 1));
+    }
+
+    /// Replies with `rcode` to search-list expansions (rcodes from 23 up together).
+    pub fn expansions(&self, rcode: u16) -> u64 {
+        self.sum(EXPANSIONS_AT + usize::from(rcode).min(RCODE_SLOTS - 1))
+    }
+
     pub fn dropped_one(&self, reason: DropReason) {
         self.bump(DROPPED_AT + reason as usize);
     }
@@ -220,6 +229,44 @@ impl Stats {
         self.zones.lock().clone()
     }
 
+    /// The position of the zone named `name` in [`Stats::zones`], registering it at 0 first
+    /// if new. Positions never change: zones are never forgotten.
+    pub fn zone_index(&self, name: &str) -> usize {
+        let mut list = self.zones.lock();
+        if let Some(at) = list.iter().position(|(n, _)| n == name) {
+            return at;
+        }
+        list.push((name.to_string(), Arc::default()));
+        list.len() - 1
+    }
+
+    /// The counters of replies to queries no zone took (the `-` zone).
+    pub fn unrouted(&self) -> &Arc<ZoneCounters> {
+        &self.unrouted
+    }
+
+    /// Cache hits of `ty` over every zone.
+    pub fn cache_hits(&self, ty: HitType) -> u64 {
+        self.every_zone(|z| match ty {
+            HitType::Success => z.hits(0, 0).wrapping_add(z.hits(1, 0)),
+            HitType::Denial => z.hits(0, 1).wrapping_add(z.hits(1, 1)),
+            HitType::Stale => z.stales(),
+        })
+    }
+
+    /// Cache misses over every zone.
+    pub fn cache_misses(&self) -> u64 {
+        self.every_zone(ZoneCounters::misses)
+    }
+
+    fn every_zone(&self, f: impl Fn(&ZoneCounters) -> u64) -> u64 {
+        let zones = self.zones.lock();
+        zones
+            .iter()
+            .map(|(_, z)| f(z))
+            .fold(f(&self.unrouted), u64::wrapping_add)
+    }
+
     /// The counters of the upstream labelled `label` (see `Upstream::label`), created at 0 on
     /// first use.
     pub fn upstream(&self, label: &str) -> Arc<UpstreamCounters> {
@@ -229,6 +276,23 @@ impl Stats {
     /// Every upstream's counters, in the order they were first configured.
     pub fn upstreams(&self) -> Vec<(String, Arc<UpstreamCounters>)> {
         self.upstreams.lock().clone()
+    }
+}
+
+/// Adds `n` to this thread's counter of `blocks` (one block per [`SHARDS`], as [`Stats`]
+/// keeps them): a plain load and store on a block this thread owns, an atomic add on the
+/// shared last one.
+fn add_on_this_thread<B>(blocks: &[B], slot: impl Fn(&B) -> Option<&AtomicU64>, n: u64) {
+    let shard = SHARD.with(|s| *s);
+    let Some(c) = blocks.get(shard).and_then(slot) else {
+        return;
+    };
+    if shard == SHARED {
+        c.fetch_add(n, Ordering::Relaxed);
+    } else {
+        // Only this thread writes this block: no other increment can be lost between the
+        // load and the store, and readers see each value whole.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 }
 
@@ -264,7 +328,7 @@ mod tests {
                 let s = stats.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        s.inc(Hot::CacheMisses);
+                        s.inc(Hot::Prefetches);
                         s.response(3);
                         s.dropped_one(DropReason::Send);
                     }
@@ -274,8 +338,8 @@ mod tests {
         for t in threads {
             assert!(t.join().is_ok());
         }
-        assert_eq!(stats.get(Hot::CacheMisses), 40_000);
-        assert_eq!(stats.get(Hot::CacheHitsStale), 0);
+        assert_eq!(stats.get(Hot::Prefetches), 40_000);
+        assert_eq!(stats.get(Hot::Coalesced), 0);
         assert_eq!(stats.responses(3), 40_000);
         assert_eq!(stats.responses(0), 0);
         assert_eq!(stats.dropped(DropReason::Send), 40_000);

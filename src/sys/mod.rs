@@ -54,6 +54,14 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Clock ticks per second (`_SC_CLK_TCK`): the unit of the CPU times in `/proc/self/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf(3) reads a constant of the C library; it takes no pointer.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // -1 (unknown) cannot happen on Linux; 100 is what every Linux ABI reports.
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// A non-blocking UDP socket whose readiness for reading (only) tokio watches.
 #[derive(Debug)]
 pub struct UdpFd(AsyncFd<std::net::UdpSocket>);

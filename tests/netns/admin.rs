@@ -23,7 +23,7 @@ const BLACKHOLE: &str = "198.18.5.0/24";
 const UNREACHABLE_UPSTREAM: &str = "198.18.5.1:53";
 
 /// The suite's config with the admin unix socket at `socket`.
-fn with_socket(config: &str, socket: &Path) -> String {
+pub fn with_socket(config: &str, socket: &Path) -> String {
     let admin = format!("[admin]\naddress = \"{NODE_DNS}:{ADMIN_PORT}\"");
     assert!(config.contains(&admin), "the suite's admin address moved");
     config.replace(

@@ -167,7 +167,12 @@ impl Lookup {
 
 /// glibc's resolver as a pod uses it: `getent ahosts NAME` in namespace `ns`.
 pub fn getent(ns: &str, name: &str) -> Lookup {
-    lookup(run_in(ns, "getent", &["ahosts", name], CLIENT_LIMIT))
+    getent_in(ns, "ahosts", name)
+}
+
+/// `getent DATABASE NAME` in namespace `ns` (`ahosts`: A and AAAA; `ahostsv4`: A only).
+pub fn getent_in(ns: &str, database: &str, name: &str) -> Lookup {
+    lookup(run_in(ns, "getent", &[database, name], CLIENT_LIMIT))
 }
 
 /// Lookups of unique names (cache misses) from the pod, one after the other.

@@ -55,15 +55,20 @@ pub fn repo_file(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Metric names and types in `docs/metrics.md`'s table (rows starting "| `nodedns_").
+/// The prefixes of the metrics nodedns exports: its own, and the standard process metrics.
+pub const PREFIXES: [&str; 2] = ["nodedns_", "process_"];
+
+/// Metric names and types in `docs/metrics.md`'s table (rows starting "| `nodedns_" or
+/// "| `process_").
 pub fn documented() -> BTreeMap<String, String> {
     repo_file("docs/metrics.md")
         .lines()
-        .filter_map(|l| l.strip_prefix("| `nodedns_"))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter(|rest| PREFIXES.iter().any(|p| rest.starts_with(p)))
         .map(|rest| {
             let (name, rest) = rest.split_once('`').unwrap();
             let ty = rest.split('|').nth(1).unwrap().trim();
-            (format!("nodedns_{name}"), ty.to_string())
+            (name.to_string(), ty.to_string())
         })
         .collect()
 }
@@ -89,7 +94,8 @@ pub fn assert_matches_docs(s: &Scrape) {
 pub fn metric_names(expr: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = expr;
-    while let Some(at) = rest.find("nodedns_") {
+    let next = |r: &str| PREFIXES.iter().filter_map(|p| r.find(p)).min();
+    while let Some(at) = next(rest) {
         let tail = &rest[at..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

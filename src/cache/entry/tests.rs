@@ -15,6 +15,7 @@ const POLICY: TtlPolicy = TtlPolicy {
     max_ttl: 86_400,
     negative_max_ttl: 3_600,
     servfail_ttl: 5,
+    zone: 0,
 };
 
 fn new_cache() -> Cache {
@@ -66,6 +67,32 @@ fn joined(entry: &Entry) -> Vec<u8> {
 fn an_entry_with_its_arc_counts_fits_56_bytes() {
     // RSS per cached entry is a documented target; a field added here grows every entry.
     assert!(size_of::<Entry>() + 2 * size_of::<usize>() <= 56);
+}
+
+#[test]
+fn an_entry_keeps_its_zone_through_the_prefetch_claim() {
+    let cache = new_cache();
+    let mut resp = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    resp.extend_from_slice(&question("hot.example.test."));
+    resp.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 100, 0, 4, 198, 18, 0, 1]);
+    let mut stored = Vec::new();
+    let (analysis, layout) = normalize_response(&resp, &mut stored).unwrap();
+    let policy = TtlPolicy { zone: 5, ..POLICY };
+    let now = Instant::now();
+    let key = key("hot.example.test.");
+    let entry = cache
+        .insert(&key, stored, &analysis, layout, &policy, now)
+        .unwrap();
+    assert_eq!(entry.zone(), 5);
+    // Two hits with a tenth of the TTL left win the prefetch: the flag sits beside the zone.
+    assert!(!entry.record_hit_and_check_prefetch(95));
+    assert!(entry.record_hit_and_check_prefetch(95));
+    assert!(!entry.record_hit_and_check_prefetch(95), "once per entry");
+    assert_eq!(entry.zone(), 5);
+    assert_eq!(
+        insert(&cache, "other.example.test.", "other.example.test.").zone(),
+        0
+    );
 }
 
 #[test]

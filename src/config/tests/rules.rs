@@ -43,6 +43,34 @@ fn admin_socket_is_off_unless_set_and_checked_where_written() {
 }
 
 #[test]
+fn search_suffixes_default_to_the_cluster_s_and_a_bad_one_is_named() {
+    let wire = |name: &str| {
+        let mut w = Vec::new();
+        for label in name.trim_end_matches('.').split('.') {
+            w.push(label.len() as u8);
+            w.extend_from_slice(label.as_bytes());
+        }
+        w.push(0);
+        w
+    };
+    let expansion = wire("registry.example.com.gitlab.svc.cluster.local.");
+    let default = parse_str(ZONE, "t").unwrap().stats.search_suffixes;
+    assert!(default.is_expansion(&expansion));
+    let text = format!("[stats]\nsearch_suffixes = [\"corp.example\"]\n{ZONE}");
+    let own = parse_str(&text, "t").unwrap().stats.search_suffixes;
+    assert!(!own.is_expansion(&expansion));
+    assert!(own.is_expansion(&wire("registry.example.com.corp.example.")));
+    let text = format!("[stats]\nsearch_suffixes = [\"ok.example\", \"cluster..local\"]\n{ZONE}");
+    let d = &errors(&text)[0];
+    assert_eq!(
+        (d.line, d.key.as_str()),
+        (2, "stats.search_suffixes"),
+        "{d:?}"
+    );
+    assert!(d.reason.contains("cluster..local"), "{d:?}");
+}
+
+#[test]
 fn zone_names_are_lowercased_and_fully_qualified() {
     let text = "[[zones]]\nname = \"Cluster.Local\"\nupstreams = [\"127.0.0.1:5300\"]\n\
                 [[zones]]\nname = \"10.in-addr.arpa.\"\nupstreams = [\"::1\"]\n";
