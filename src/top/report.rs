@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{QUERY_SAMPLE, SLICE_SECS, Slice};
 use crate::sketch::{Counted, SpaceSaving};
+use crate::wire;
 
 /// One key's estimate: the true count lies in `[count - error, count]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +112,7 @@ fn clients(s: &SpaceSaving<IpAddr>, n: usize) -> Vec<Entry> {
 }
 
 fn names(s: &SpaceSaving<Box<[u8]>>, n: usize) -> Vec<Entry> {
-    entries(s, n, |name| dotted(name))
+    entries(s, n, |name| wire::name_text(name))
 }
 
 fn entries<K: std::hash::Hash + Eq + Clone>(
@@ -127,33 +128,4 @@ fn entries<K: std::hash::Hash + Eq + Clone>(
             error,
         })
         .collect()
-}
-
-/// A wire-form name (no root label) as dotted text; dots and backslashes in a label are
-/// escaped and unprintable bytes written `\DDD` (RFC 4343 §2.1).
-pub fn dotted(name: &[u8]) -> String {
-    let mut text = String::with_capacity(name.len());
-    let mut at = 0;
-    while let Some(&len) = name.get(at) {
-        let label = name
-            .get(at + 1..at + 1 + usize::from(len))
-            .unwrap_or_default();
-        if at > 0 {
-            text.push('.');
-        }
-        for &b in label {
-            match b {
-                b'.' | b'\\' => {
-                    text.push('\\');
-                    text.push(char::from(b));
-                }
-                0x21..=0x7e => text.push(char::from(b)),
-                _ => {
-                    let _ = write!(text, "\\{b:03}");
-                }
-            }
-        }
-        at += 1 + usize::from(len);
-    }
-    text
 }

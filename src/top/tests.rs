@@ -224,5 +224,5 @@ fn reports_read_back_from_json_and_print_aligned_tables() {
         rows,
         ["     12       0  127.0.0.3", "      1       0  127.0.0.2"]
     );
-    assert_eq!(report::dotted(b"\x03a.b\x01c"), "a\\.b.c");
+    assert_eq!(crate::wire::name_text(b"\x03a.b\x01c"), "a\\.b.c");
 }

@@ -35,7 +35,7 @@ mod tests;
 
 pub use chaos::{Identity, chaos_reply};
 pub use query::{
-    ClientEdns, Ede, Query, QueryError, ede, error_reply, error_reply_ede, parse_query,
+    ClientEdns, Ede, Query, QueryError, ede, error_reply, error_reply_ede, name_text, parse_query,
     refused_by_header,
 };
 pub use reply::{Client, TtlRewrite, write_reply};

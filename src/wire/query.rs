@@ -1,5 +1,7 @@
 //! The client side: parsing a query into a [`Query`] and answering the ones we refuse.
 
+use std::fmt::Write as _;
+
 use super::{
     ClientHeader, EDNS_DO, Header, MAX_KEY, MAX_NAME, PLAIN_UDP_SIZE, WalkError, flag, rcode,
     read_rr, rtype, set_reply_header, u16_at, walk_options, write_bare_opt,
@@ -61,35 +63,43 @@ impl Query<'_> {
     /// The qname as presentation text, lowercased, with a trailing dot ("example.com.").
     /// For logs and zone routing diagnostics, not for the hot path.
     pub fn qname_text(&self) -> String {
-        let name = self.qname();
-        let mut text = String::with_capacity(name.len() + 1);
-        let mut at = 0;
-        while let Some(&len) = name.get(at) {
-            if len == 0 {
-                break;
-            }
-            let label = name
-                .get(at + 1..at + 1 + usize::from(len))
-                .unwrap_or_default();
-            for &b in label {
-                // RFC 4343 §2.1: escape dots and backslashes, \DDD for the unprintable.
-                match b {
-                    b'.' | b'\\' => {
-                        text.push('\\');
-                        text.push(char::from(b));
-                    }
-                    0x21..=0x7E => text.push(char::from(b)),
-                    _ => text.push_str(&format!("\\{b:03}")),
-                }
-            }
-            text.push('.');
-            at += 1 + usize::from(len);
-        }
-        if text.is_empty() {
-            text.push('.');
-        }
+        let mut text = name_text(self.qname());
+        text.push('.');
         text
     }
+}
+
+/// A wire-form name as presentation text without the trailing dot ("example.com"; the root
+/// is ""): its labels up to the root label or the end of `name`, dots and backslashes in a
+/// label escaped and unprintable bytes written `\DDD` (RFC 4343 §2.1).
+pub fn name_text(name: &[u8]) -> String {
+    let mut text = String::with_capacity(name.len());
+    let mut at = 0;
+    while let Some(&len) = name.get(at) {
+        if len == 0 {
+            break;
+        }
+        let label = name
+            .get(at + 1..at + 1 + usize::from(len))
+            .unwrap_or_default();
+        if at > 0 {
+            text.push('.');
+        }
+        for &b in label {
+            match b {
+                b'.' | b'\\' => {
+                    text.push('\\');
+                    text.push(char::from(b));
+                }
+                0x21..=0x7E => text.push(char::from(b)),
+                _ => {
+                    let _ = write!(text, "\\{b:03}");
+                }
+            }
+        }
+        at += 1 + usize::from(len);
+    }
+    text
 }
 
 /// Why a client packet was not accepted as a query.
