@@ -111,10 +111,10 @@ const SHARED: usize = SHARDS - 1;
 /// the adjacent-line prefetcher on x86 and the line size on Apple and some Arm cores).
 #[derive(Debug)]
 #[repr(align(128))]
-struct Block([AtomicU64; SLOTS]);
+struct Block<const N: usize>([AtomicU64; N]);
 
-impl Default for Block {
-    fn default() -> Block {
+impl<const N: usize> Default for Block<N> {
+    fn default() -> Block<N> {
         Block(std::array::from_fn(|_| AtomicU64::new(0)))
     }
 }
@@ -134,7 +134,7 @@ pub struct Stats {
     /// Replies to queries no zone took: malformed, refused, CHAOS; the `-` zone.
     unrouted: Arc<ZoneCounters>,
     upstreams: Mutex<Vec<(String, Arc<UpstreamCounters>)>>,
-    blocks: Box<[Block]>,
+    blocks: Box<[Block<SLOTS>]>,
     pub spoof_mismatches: AtomicU64,
     pub failovers: AtomicU64,
     pub all_upstreams_down: AtomicU64,

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{SHARDS, add_on_this_thread};
+use super::{Block, SHARDS, add_on_this_thread};
 
 /// Upper bounds of the client latency buckets, in seconds: from 50 µs (a cache hit, batch
 /// included) to 2.5 s (past every upstream deadline but under glibc's 5 s retry).
@@ -69,23 +69,13 @@ const HIST_AT: usize = MISSES_AT + 1; // [proto][result][bucket]
 const SUM_AT: usize = HIST_AT + 2 * 4 * BUCKETS; // [proto][result], nanoseconds
 const SLOTS: usize = SUM_AT + 2 * 4;
 
-#[derive(Debug)]
-#[repr(align(128))]
-struct Block([AtomicU64; SLOTS]);
-
-impl Default for Block {
-    fn default() -> Block {
-        Block(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
-}
-
 /// The counters of one zone (or of the unrouted queries).
 #[derive(Debug)]
 pub struct ZoneCounters {
     /// Queries routed to this zone on the miss path, by transport (misses and stale).
     pub udp: AtomicU64,
     pub tcp: AtomicU64,
-    blocks: Box<[Block]>,
+    blocks: Box<[Block<SLOTS>]>,
 }
 
 impl Default for ZoneCounters {
