@@ -115,9 +115,9 @@ impl<R: ReplyTo> InlineMiss<R> {
         );
         let tasks = self.token.task_tracker();
         self.reply_to.send_now(&out, &resolver.stats, tasks);
-        resolver.observe_sent(counters, asker.proto, source, asker.received);
+        let sent = resolver.observe_sent(counters, asker.proto, source, asker.received);
         if let Some(asked) = self.asked {
-            asked.answered();
+            asked.answered(sent);
         }
         resolver.log(&self.asker, source, &out, self.logged_from);
     }

@@ -140,9 +140,9 @@ impl Resolver {
         out: &[u8],
         logged_from: Option<Instant>,
     ) -> bool {
-        self.observe_sent(zone, miss.proto, source, miss.now);
+        let sent = self.observe_sent(zone, miss.proto, source, miss.now);
         if let Some(asked) = miss.asked.take() {
-            asked.answered();
+            asked.answered(sent);
         }
         if let Some(started) = logged_from
             && self.routing.load().querylog.sample()
@@ -194,9 +194,9 @@ impl Resolver {
         );
         self.log(&asker, source, &out, logged_from);
         back.reply_to.send(out, &self.stats).await;
-        self.observe_sent(counters, asker.proto, source, asker.received);
+        let sent = self.observe_sent(counters, asker.proto, source, asker.received);
         if let Some(asked) = back.asked {
-            asked.answered();
+            asked.answered(sent);
         }
     }
 }

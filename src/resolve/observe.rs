@@ -67,9 +67,9 @@ impl std::fmt::Debug for Asked {
 }
 
 impl Asked {
-    /// The reply to the query has been sent.
-    pub fn answered(self) {
-        let now = self.table.ms(Instant::now());
+    /// The reply to the query was sent at `now`.
+    pub fn answered(self, now: Instant) {
+        let now = self.table.ms(now);
         self.table.slots.lock().answered(self.seen, now);
     }
 }
@@ -172,22 +172,29 @@ impl Resolver {
     }
 
     /// A reply to a query read at `received` over `proto`, sent just now: timed in `zone`.
-    /// For replies sent one at a time (misses), which read the clock anyway.
+    /// For replies sent one at a time (misses), which read the clock anyway; returns the
+    /// reading, for the retransmit table's mark.
     pub(super) fn observe_sent(
         &self,
         zone: &ZoneCounters,
         proto: Proto,
         source: Source,
         received: Instant,
-    ) {
+    ) -> Instant {
         let served = match source {
             Source::Cache => Served::Hit,
             Source::Upstream => Served::Miss,
             Source::Stale => Served::Stale,
             Source::Local => Served::Error,
         };
-        let took = Instant::now().saturating_duration_since(received);
-        zone.observe(proto_index(proto), served, took, 1);
+        let now = Instant::now();
+        zone.observe(
+            proto_index(proto),
+            served,
+            now.saturating_duration_since(received),
+            1,
+        );
+        now
     }
 
     /// Counts a retransmit over `proto`.
