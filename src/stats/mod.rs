@@ -119,6 +119,15 @@ impl<const N: usize> Default for Block<N> {
     }
 }
 
+/// The total of counter `slot` over every thread's block.
+fn sum_over_threads<const N: usize>(blocks: &[Block<N>], slot: usize) -> u64 {
+    blocks
+        .iter()
+        .filter_map(|b| b.0.get(slot))
+        .map(|c| c.load(Ordering::Relaxed))
+        .fold(0u64, u64::wrapping_add)
+}
+
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -174,11 +183,7 @@ impl Stats {
     }
 
     fn sum(&self, slot: usize) -> u64 {
-        self.blocks
-            .iter()
-            .filter_map(|b| b.0.get(slot))
-            .map(|c| c.load(Ordering::Relaxed))
-            .fold(0u64, u64::wrapping_add)
+        sum_over_threads(&self.blocks, slot)
     }
 
     /// Counts one event on this thread's block.

@@ -7,10 +7,10 @@
 //! so they survive reloads; replies of queries that no zone took (malformed, refused, CHAOS)
 //! are counted in a block set of their own, the unrouted zone `-`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use super::{Block, SHARDS, add_on_this_thread};
+use super::{Block, SHARDS, add_on_this_thread, sum_over_threads};
 
 /// Upper bounds of the client latency buckets, in seconds: from 50 µs (a cache hit, batch
 /// included) to 2.5 s (past every upstream deadline but under glibc's 5 s retry).
@@ -113,11 +113,7 @@ impl ZoneCounters {
     }
 
     fn sum(&self, slot: usize) -> u64 {
-        self.blocks
-            .iter()
-            .filter_map(|b| b.0.get(slot))
-            .map(|c| c.load(Ordering::Relaxed))
-            .fold(0u64, u64::wrapping_add)
+        sum_over_threads(&self.blocks, slot)
     }
 
     /// A fresh cache hit over `proto` of `kind`.
