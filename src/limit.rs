@@ -47,21 +47,9 @@ impl TokenBucket {
 
     /// Takes one token if there is one at `now`.
     pub fn take(&mut self, now: Instant) -> bool {
-        if let Some(then) = self.at {
-            let elapsed = now.saturating_duration_since(then).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.take_keeping(now, 0.0)
     }
-}
 
-impl TokenBucket {
     /// Takes one token at `now` only if at least `keep` tokens are left after it: what a
     /// caller that must leave a reserve for others takes with.
     pub fn take_keeping(&mut self, now: Instant, keep: f64) -> bool {
