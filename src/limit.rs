@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::stats::LimitedReason;
+
 /// Clients per set: a lookup compares this many keys.
 pub const WAYS: usize = 8;
 /// Sets in the table: `SETS * WAYS` clients are tracked at once.
@@ -76,25 +78,6 @@ pub struct Limits {
     pub rate: f64,
     /// Misses that may start at once after a quiet spell.
     pub burst: f64,
-}
-
-/// Why a miss was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The client has `max_inflight` misses in flight already.
-    Inflight,
-    /// The client spent its rate.
-    Rate,
-}
-
-impl Refusal {
-    /// The metric label and the words of the Extended DNS Error text.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::Inflight => "client_inflight",
-            Refusal::Rate => "client_rate",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +157,7 @@ impl Clients {
     }
 
     /// Admits one miss of `source` at `now`, or says which limit it hit.
-    pub fn admit(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
+    pub fn admit(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Ticket, LimitedReason> {
         let key = key(source);
         let mut ways = self.set(key).lock();
         let at = match ways.iter().position(|s| s.key == key) {
@@ -197,10 +180,10 @@ impl Clients {
         let slot = &mut ways[at];
         slot.last = Some(now);
         if slot.inflight >= self.limits.max_inflight {
-            return Err(Refusal::Inflight);
+            return Err(LimitedReason::Inflight);
         }
         if self.limits.rate > 0.0 && !slot.bucket.take(now) {
-            return Err(Refusal::Rate);
+            return Err(LimitedReason::Rate);
         }
         slot.inflight += 1;
         Ok(Ticket {
@@ -259,7 +242,7 @@ mod tests {
         let _a2 = clients.admit(ip("127.0.0.2"), now).unwrap();
         assert_eq!(
             clients.admit(ip("127.0.0.2"), now).err(),
-            Some(Refusal::Inflight)
+            Some(LimitedReason::Inflight)
         );
         assert!(clients.admit(ip("127.0.0.3"), now).is_ok());
         drop(a1);
@@ -280,7 +263,7 @@ mod tests {
         assert_eq!(admitted, 5);
         assert_eq!(
             clients.admit(ip("10.0.0.1"), now).err(),
-            Some(Refusal::Rate)
+            Some(LimitedReason::Rate)
         );
         assert!(
             clients
@@ -305,7 +288,7 @@ mod tests {
             .collect();
         assert_eq!(
             clients.admit(ip("10.0.0.1"), now).err(),
-            Some(Refusal::Inflight)
+            Some(LimitedReason::Inflight)
         );
         drop(held);
     }
@@ -343,7 +326,7 @@ mod tests {
         // Its in-flight miss kept it in the table: it is still at its limit.
         assert_eq!(
             clients.admit(ip("127.0.0.9"), now).err(),
-            Some(Refusal::Inflight)
+            Some(LimitedReason::Inflight)
         );
         drop(held);
     }

@@ -16,7 +16,7 @@ use super::fast::client_of;
 use super::miss::ReplyTo;
 use super::{Miss, Resolver};
 use crate::config::Config;
-use crate::limit::{Limits, Refusal, Ticket};
+use crate::limit::{Limits, Ticket};
 use crate::querylog::Source;
 use crate::stats::{LimitedAnswer, LimitedReason, Stats, ZoneCounters};
 use crate::wire::{self, Ede};
@@ -61,26 +61,26 @@ impl<R: ReplyTo> ReplyTo for Ticketed<R> {
 
 impl Resolver {
     /// Admits `miss` for its client, or says which limit it hit.
-    pub(super) fn admit(&self, miss: &Miss<'_>) -> Result<Ticket, Refusal> {
+    pub(super) fn admit(&self, miss: &Miss<'_>) -> Result<Ticket, LimitedReason> {
         self.clients
             .load()
             .admit(miss.client.ip(), miss.now.into_std())
     }
 
-    /// Writes to `out` what a miss past `refusal` gets: its stale entry, else REFUSED with
+    /// Writes to `out` what a miss past limit `reason` gets: its stale entry, else REFUSED with
     /// an Extended DNS Error naming the limit. Counts it, and now and then names the client
     /// in a warning.
     pub(super) fn limited(
         &self,
         miss: &Miss<'_>,
-        refusal: Refusal,
+        reason: LimitedReason,
         udp_cap: u16,
         zone: &ZoneCounters,
         out: &mut Vec<u8>,
     ) -> Source {
-        let (reason, text) = match refusal {
-            Refusal::Inflight => (LimitedReason::Inflight, INFLIGHT_TEXT),
-            Refusal::Rate => (LimitedReason::Rate, RATE_TEXT),
+        let (text, limit) = match reason {
+            LimitedReason::Inflight => (INFLIGHT_TEXT, "client_inflight"),
+            LimitedReason::Rate => (RATE_TEXT, "client_rate"),
         };
         let source = if miss.stale.is_some() {
             let client = client_of(&miss.query, miss.proto, udp_cap);
@@ -103,7 +103,7 @@ impl Resolver {
         if warn_now() {
             tracing::warn!(
                 client = %miss.client.ip(),
-                limit = refusal.reason(),
+                limit,
                 "a client is past its miss limit: answered stale or REFUSED"
             );
         }

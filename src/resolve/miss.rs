@@ -82,8 +82,8 @@ impl Resolver {
         // is answered.
         let reply_to = match self.admit(&miss) {
             Ok(ticket) => Ticketed { reply_to, ticket },
-            Err(refusal) => {
-                let source = self.limited(&miss, refusal, routing.udp_cap, &zone.counters, out);
+            Err(reason) => {
+                let source = self.limited(&miss, reason, routing.udp_cap, &zone.counters, out);
                 return self.answered_now(&mut miss, &zone.counters, source, out, logged_from);
             }
         };
