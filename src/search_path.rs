@@ -110,17 +110,12 @@ impl Suffixes {
     }
 }
 
+/// A suffix in lowercased wire form without its root label; `None` for what is not a name,
+/// and for the root, which is no suffix. Trailing dots are one.
 fn to_wire(name: &str) -> Option<Box<[u8]>> {
-    let name = name.trim_end_matches('.');
-    let mut out = Vec::new();
-    for label in name.split('.') {
-        let len = u8::try_from(label.len())
-            .ok()
-            .filter(|l| (1..=63).contains(l))?;
-        out.push(len);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    (out.len() < 255).then(|| out.into_boxed_slice())
+    let mut wire = crate::zones::to_wire(name.trim_end_matches('.'))?;
+    wire.pop();
+    (!wire.is_empty()).then(|| wire.into_boxed_slice())
 }
 
 #[cfg(test)]
@@ -134,21 +129,10 @@ mod tests {
         w
     }
 
-    fn dotted(base: &[u8]) -> String {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while let Some(&len) = base.get(at) {
-            let len = usize::from(len);
-            out.push(String::from_utf8_lossy(&base[at + 1..at + 1 + len]).into_owned());
-            at += 1 + len;
-        }
-        out.join(".")
-    }
-
     #[test]
     fn an_ndots_search_list_is_told_from_names_meant() {
         let s = Suffixes::parse(&DEFAULT).unwrap();
-        let base = |name: &str| s.base(&wire(name)).map(dotted);
+        let base = |name: &str| s.base(&wire(name)).map(crate::wire::name_text);
         // The three expansions of registry.example.com in namespace gitlab. In the second,
         // `com` stands where a namespace would: the base is read as `registry.example`.
         for (name, expected) in [
@@ -183,11 +167,15 @@ mod tests {
     fn suffixes_are_names_and_compared_without_case() {
         let s = Suffixes::parse(&["*.SVC.example.", "example"]).unwrap();
         assert_eq!(
-            s.base(&wire("a.b.ns.svc.example")).map(dotted).as_deref(),
+            s.base(&wire("a.b.ns.svc.example"))
+                .map(crate::wire::name_text)
+                .as_deref(),
             Some("a.b")
         );
         assert_eq!(
-            s.base(&wire("a.b.example")).map(dotted).as_deref(),
+            s.base(&wire("a.b.example"))
+                .map(crate::wire::name_text)
+                .as_deref(),
             Some("a.b")
         );
         let err = Suffixes::parse(&["cluster..local"]).unwrap_err();
