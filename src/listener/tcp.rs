@@ -71,8 +71,8 @@ pub async fn serve(
             stats.dropped_one(DropReason::TcpConnections);
             return; // dropping the stream closes it
         };
-        let pipelined = Arc::new(Semaphore::new(limits.max_pipelined.max(1)));
         let slots = limits.max_pipelined.max(1);
+        let pipelined = Arc::new(Semaphore::new(slots));
         let seat = match clients.open(peer.ip(), pipelined.clone(), slots) {
             Opened::Seated { seat, closed_idle } => {
                 if closed_idle {
